@@ -1,0 +1,3 @@
+//! beast: a reconciliation operator for Docker that hosts CTF challenges.
+
+pub mod model;

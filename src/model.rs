@@ -1,0 +1,164 @@
+//! The validated challenge model: what a `beast/v1 Challenge` means once it has passed validation.
+//!
+//! Everything downstream of the manifest parser (desired store, planner, runtime, API) speaks these
+//! types. They carry no YAML, serde or engine details, and every value in them is already checked:
+//! names are DNS labels, ports are in range, paths are inside the watched directory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One challenge, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Challenge {
+    /// `metadata.name`: a DNS label, unique across all sources.
+    pub name: String,
+    /// `metadata.labels`: free-form, selectable in the API and CLI.
+    pub labels: BTreeMap<String, String>,
+    /// What players see (the info namespace).
+    pub info: Info,
+    /// `spec.flag`: never returned by info endpoints or written to logs.
+    pub flag: Option<String>,
+    /// How it runs; `None` for a static challenge (attachments only, no container).
+    pub run: Option<RunSpec>,
+    /// `spec.replicas` (default 1; 0 keeps the challenge known but runs nothing).
+    pub replicas: u32,
+    /// `spec.attachments`, resolved to absolute paths inside the manifest's folder.
+    pub attachments: Vec<Attachment>,
+}
+
+/// Player-facing description of a challenge.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Info {
+    pub description: String,
+    pub category: String,
+    pub points: Option<u32>,
+    pub tags: Vec<String>,
+    pub hints: Vec<String>,
+}
+
+/// A file offered to players.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    /// The path as written in the manifest (relative to the manifest's folder), used in URLs.
+    pub name: String,
+    /// Where the file lives on disk.
+    pub path: PathBuf,
+}
+
+/// What shapes the challenge's containers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSpec {
+    pub source: ImageSource,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub ports: Vec<PortSpec>,
+    pub resources: Resources,
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// Where the image comes from: exactly one of `spec.image` and `spec.build`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageSource {
+    /// A reference the engine already has (`name:tag` or an image id).
+    Image(String),
+    /// Built from source.
+    Build(BuildSpec),
+}
+
+/// `spec.build`, with paths resolved and checked to stay inside the watched directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildSpec {
+    /// Absolute path of the build context.
+    pub context: PathBuf,
+    /// The Dockerfile, relative to the context (as the engine's build API wants it).
+    pub dockerfile: String,
+    pub args: BTreeMap<String, String>,
+}
+
+/// Transport protocol of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One entry of `spec.ports`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortSpec {
+    /// Container port, 1-65535.
+    pub port: u16,
+    /// Fixed host port; `None` means allocated from the configured range and kept stable.
+    pub host_port: Option<u16>,
+    pub protocol: Protocol,
+}
+
+/// `spec.resources`; `None` fields fall back to the operator's configured defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Resources {
+    /// CPU limit in billionths of a CPU (Docker's NanoCPUs).
+    pub nano_cpus: Option<i64>,
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// Maximum number of processes.
+    pub pids: Option<i64>,
+}
+
+/// `spec.healthcheck`, probed by beast itself (works for images without a shell).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Healthcheck {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+}
+
+/// The one probe kind of a healthcheck.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    Tcp { port: u16 },
+    Http { port: u16, path: String },
+    Exec { command: Vec<String> },
+}
+
+impl Challenge {
+    /// A minimal valid challenge, for tests and benchmarks: one replica of `image`, no ports.
+    pub fn with_image(name: &str, image: &str) -> Challenge {
+        Challenge {
+            name: name.to_string(),
+            labels: BTreeMap::new(),
+            info: Info::default(),
+            flag: None,
+            run: Some(RunSpec {
+                source: ImageSource::Image(image.to_string()),
+                command: None,
+                entrypoint: None,
+                working_dir: None,
+                env: BTreeMap::new(),
+                ports: Vec::new(),
+                resources: Resources::default(),
+                healthcheck: None,
+            }),
+            replicas: 1,
+            attachments: Vec::new(),
+        }
+    }
+}
