@@ -1,0 +1,57 @@
+//! The status namespace: `GET /api/v1/status/challenges[/{name}]` (SPEC §6).
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::{ApiError, AppState};
+use crate::status::{view, ChallengeStatus};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/status/challenges", get(list))
+        .route("/api/v1/status/challenges/{name}", get(one))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    /// `key=value[,key=value]`: only challenges whose metadata.labels match all pairs.
+    #[serde(rename = "labelSelector")]
+    label_selector: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct Items {
+    items: Vec<ChallengeStatus>,
+}
+
+async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Items>, ApiError> {
+    let selector = parse_selector(q.label_selector.as_deref().unwrap_or(""))?;
+    let items = state
+        .store
+        .snapshot()
+        .iter()
+        .filter(|e| {
+            selector.iter().all(|(k, v)| e.spec.as_ref().and_then(|c| c.labels.get(k)).map(String::as_str) == Some(v))
+        })
+        .map(|e| view(e, state.status.get(&e.name)))
+        .collect();
+    Ok(Json(Items { items }))
+}
+
+async fn one(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ChallengeStatus>, ApiError> {
+    let entry = state.store.get(&name).ok_or_else(|| ApiError::NotFound(format!("challenge {name:?} not found")))?;
+    Ok(Json(view(&entry, state.status.get(&name))))
+}
+
+fn parse_selector(s: &str) -> Result<Vec<(String, String)>, ApiError> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| ApiError::BadRequest(format!("labelSelector: {pair:?} is not key=value")))
+        })
+        .collect()
+}

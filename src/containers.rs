@@ -1,0 +1,149 @@
+//! From a validated challenge to the exact containers it wants: names, labels, hardened host
+//! settings and the spec hash. Pure: the image id and host ports are resolved by the caller.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::model::{Challenge, RunSpec};
+use crate::runtime::{
+    ContainerSpec, PortBinding, LABEL_CHALLENGE, LABEL_INSTANCE, LABEL_REPLICA, LABEL_SPEC_HASH,
+};
+
+/// Capabilities kept after dropping ALL: enough for typical challenge daemons (xinetd, socat,
+/// a web server dropping privileges), nothing that reaches the host (no NET_RAW, SYS_*, MKNOD).
+pub const DEFAULT_CAPS: &[&str] =
+    &["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE"];
+
+/// Operator-wide defaults applied when a manifest leaves a limit unset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defaults {
+    /// Memory limit in bytes.
+    pub memory: i64,
+    pub pids: i64,
+    pub nano_cpus: Option<i64>,
+}
+
+impl Default for Defaults {
+    fn default() -> Defaults {
+        Defaults { memory: 256 * 1024 * 1024, pids: 256, nano_cpus: None }
+    }
+}
+
+/// `{instance}_{challenge}_{replica}`, like compose's project_service_1.
+pub fn container_name(instance: &str, challenge: &str, replica: u32) -> String {
+    format!("{instance}_{challenge}_{replica}")
+}
+
+/// The container spec of one replica. `host_ports[i]` is the host port of `run.ports[i]`.
+pub fn replica_spec(
+    instance: &str,
+    challenge: &Challenge,
+    run: &RunSpec,
+    image: &str,
+    image_id: &str,
+    replica: u32,
+    host_ports: &[u16],
+    defaults: &Defaults,
+) -> ContainerSpec {
+    let ports = run
+        .ports
+        .iter()
+        .zip(host_ports)
+        .map(|(p, host)| PortBinding { port: p.port, host_port: *host, protocol: p.protocol })
+        .collect();
+    let mut spec = ContainerSpec {
+        name: container_name(instance, &challenge.name, replica),
+        image: image.to_string(),
+        image_id: image_id.to_string(),
+        command: run.command.clone(),
+        entrypoint: run.entrypoint.clone(),
+        working_dir: run.working_dir.clone(),
+        env: run.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        ports,
+        nano_cpus: run.resources.nano_cpus.or(defaults.nano_cpus),
+        memory: run.resources.memory.unwrap_or(defaults.memory),
+        pids: run.resources.pids.unwrap_or(defaults.pids),
+        cap_add: DEFAULT_CAPS.iter().map(|c| c.to_string()).collect(),
+        no_new_privileges: true,
+        labels: BTreeMap::new(),
+    };
+    let hash = spec_hash(&spec);
+    spec.labels = BTreeMap::from([
+        (LABEL_INSTANCE.to_string(), instance.to_string()),
+        (LABEL_CHALLENGE.to_string(), challenge.name.clone()),
+        (LABEL_REPLICA.to_string(), replica.to_string()),
+        (LABEL_SPEC_HASH.to_string(), hash),
+    ]);
+    spec
+}
+
+/// Hash of everything that shapes the container (image id included), and nothing else: the
+/// name, labels, player-facing info and the healthcheck (probed by beast, not the engine) stay out,
+/// so editing a description never recreates a container.
+pub fn spec_hash(spec: &ContainerSpec) -> String {
+    // serde_json of a struct is deterministic: fields in declaration order, env pre-sorted.
+    let canonical = serde_json::to_vec(spec).unwrap_or_default();
+    let digest = Sha256::digest(&canonical);
+    hex::encode(&digest[..12])
+}
+
+/// The spec-hash label of a spec built by [`replica_spec`].
+pub fn hash_of(spec: &ContainerSpec) -> &str {
+    spec.labels.get(LABEL_SPEC_HASH).map(String::as_str).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{PortSpec, Protocol};
+
+    fn spec_for(challenge: &Challenge, host_ports: &[u16]) -> ContainerSpec {
+        let run = challenge.run.as_ref().map(|r| r.clone());
+        let run = run.unwrap_or_else(|| Challenge::with_image("x", "x").run.unwrap_or_else(|| unreachable!()));
+        replica_spec("t", challenge, &run, "img", "sha256:1", 1, host_ports, &Defaults::default())
+    }
+
+    #[test]
+    fn names_and_labels_follow_the_contract() {
+        let c = Challenge::with_image("echo", "img");
+        let s = spec_for(&c, &[]);
+        assert_eq!(s.name, "t_echo_1");
+        assert_eq!(s.labels[LABEL_INSTANCE], "t");
+        assert_eq!(s.labels[LABEL_CHALLENGE], "echo");
+        assert_eq!(s.labels[LABEL_REPLICA], "1");
+        assert_eq!(s.labels[LABEL_SPEC_HASH], spec_hash(&s));
+    }
+
+    #[test]
+    fn info_changes_do_not_change_the_hash_but_shape_changes_do() {
+        let base = Challenge::with_image("echo", "img");
+        let mut info = base.clone();
+        info.info.description = "new words".into();
+        info.info.points = Some(500);
+        info.flag = Some("flag{x}".into());
+        assert_eq!(hash_of(&spec_for(&base, &[])), hash_of(&spec_for(&info, &[])));
+
+        let mut env = base.clone();
+        if let Some(run) = env.run.as_mut() {
+            run.env.insert("A".into(), "1".into());
+        }
+        assert_ne!(hash_of(&spec_for(&base, &[])), hash_of(&spec_for(&env, &[])));
+
+        let mut ported = base.clone();
+        if let Some(run) = ported.run.as_mut() {
+            run.ports.push(PortSpec { port: 80, host_port: None, protocol: Protocol::Tcp });
+        }
+        assert_ne!(hash_of(&spec_for(&ported, &[30000])), hash_of(&spec_for(&ported, &[30001])));
+    }
+
+    #[test]
+    fn image_id_is_part_of_the_hash() {
+        let c = Challenge::with_image("echo", "img");
+        let Some(run) = c.run.clone() else { return };
+        let d = Defaults::default();
+        let a = replica_spec("t", &c, &run, "img", "sha256:1", 1, &[], &d);
+        let b = replica_spec("t", &c, &run, "img", "sha256:2", 1, &[], &d);
+        assert_ne!(hash_of(&a), hash_of(&b));
+    }
+}

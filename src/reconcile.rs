@@ -1,0 +1,519 @@
+//! The reconciler: for one challenge, read desired and observed state, plan, and carry the plan
+//! out on the runtime; and the resync pass that plans every challenge from one list call.
+//!
+//! Level-triggered: whatever caused a call (a file change, a resync, later an engine event), the
+//! reconciler re-reads both states. It holds no per-challenge memory besides the status board and
+//! the port table, so a restart of beast converges from scratch without recreating anything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::containers::{container_name, hash_of, replica_spec, Defaults};
+use crate::desired::{DesiredStore, Entry};
+use crate::model::{Challenge, ImageSource, RunSpec};
+use crate::plan::{plan_all, plan_challenge, Op, Want};
+use crate::ports::{PortAllocator, PortError, PortKey};
+use crate::runtime::{ContainerSpec, ContainerState, ImageIndex, Observed, Runtime, RuntimeError};
+use crate::status::{valid_reason, ContainerStatus, Phase, StatusBoard};
+
+/// Why a reconcile of one challenge did not converge (the queue backs off and retries).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("image {0:?} not found in the engine (build or load it, or fix spec.image)")]
+    ImageNotFound(String),
+    #[error("challenge {0} is built from source, which this version of beast cannot do yet")]
+    BuildUnsupported(String),
+    #[error(transparent)]
+    Ports(#[from] PortError),
+    #[error("{action} {name}: {source}")]
+    Runtime {
+        action: &'static str,
+        name: String,
+        #[source]
+        source: RuntimeError,
+    },
+}
+
+impl ReconcileError {
+    fn reason(&self) -> &'static str {
+        match self {
+            ReconcileError::ImageNotFound(_) => "ImageNotFound",
+            ReconcileError::BuildUnsupported(_) => "BuildUnsupported",
+            ReconcileError::Ports(_) => "PortAllocation",
+            ReconcileError::Runtime { source, .. } if source.is_unavailable() => "EngineUnavailable",
+            ReconcileError::Runtime { .. } => "EngineError",
+        }
+    }
+
+    /// True when the engine could not be reached: not the challenge's fault.
+    pub fn is_engine_outage(&self) -> bool {
+        matches!(self, ReconcileError::Runtime { source, .. } if source.is_unavailable())
+    }
+}
+
+fn rt<'a>(action: &'static str, name: &'a str) -> impl FnOnce(RuntimeError) -> ReconcileError + 'a {
+    move |source| ReconcileError::Runtime { action, name: name.to_string(), source }
+}
+
+/// Settings of the reconciler.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub instance: String,
+    pub defaults: Defaults,
+    /// How long a container gets to stop before it is killed (on replace and remove).
+    pub stop_grace: Duration,
+}
+
+/// Readiness facts shared with `/readyz`.
+#[derive(Default)]
+pub struct Readiness {
+    pub first_pass_done: AtomicBool,
+    pub engine_up: AtomicBool,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.first_pass_done.load(Ordering::Relaxed) && self.engine_up.load(Ordering::Relaxed)
+    }
+}
+
+/// The reconciler of one beast instance.
+pub struct Reconciler<R: Runtime> {
+    pub runtime: Arc<R>,
+    pub store: DesiredStore,
+    pub status: StatusBoard,
+    pub readiness: Arc<Readiness>,
+    settings: Settings,
+    ports: Mutex<PortAllocator>,
+}
+
+/// What the wanted containers of a challenge are, or why they cannot be worked out.
+enum Wanted {
+    /// Nothing should run (not desired, replicas 0, static challenge).
+    Nothing,
+    Specs(BTreeMap<u32, ContainerSpec>),
+}
+
+impl<R: Runtime> Reconciler<R> {
+    pub fn new(
+        runtime: Arc<R>,
+        store: DesiredStore,
+        status: StatusBoard,
+        settings: Settings,
+        ports: PortAllocator,
+    ) -> Reconciler<R> {
+        Reconciler {
+            runtime,
+            store,
+            status,
+            readiness: Arc::new(Readiness::default()),
+            settings,
+            ports: Mutex::new(ports),
+        }
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.settings.instance
+    }
+
+    fn ports(&self) -> std::sync::MutexGuard<'_, PortAllocator> {
+        self.ports.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Brings one challenge to its desired state. An error leaves running containers alone.
+    pub async fn reconcile(&self, name: &str) -> Result<(), ReconcileError> {
+        let result = self.reconcile_inner(name).await;
+        self.note_engine(&result);
+        if let Err(err) = &result {
+            self.status.update(name, |s| {
+                let running = s.containers.iter().any(|c| c.state == "running");
+                s.phase = if running { Phase::Degraded } else { Phase::Failed };
+                if err.is_engine_outage() {
+                    s.phase = Phase::Pending;
+                }
+                s.set_condition("Ready", Some(false), err.reason(), &err.to_string());
+            });
+        }
+        result
+    }
+
+    fn note_engine(&self, result: &Result<(), ReconcileError>) {
+        let up = !matches!(result, Err(e) if e.is_engine_outage());
+        self.readiness.engine_up.store(up, Ordering::Relaxed);
+    }
+
+    async fn reconcile_inner(&self, name: &str) -> Result<(), ReconcileError> {
+        let entry = self.store.get(name);
+        let observed = self.runtime.list(self.instance(), Some(name)).await.map_err(rt("list containers of", name))?;
+        if let Some(entry) = &entry {
+            self.status.update(name, |s| {
+                s.set_condition("Valid", Some(entry.is_valid()), valid_reason(entry), &entry.errors.join("\n"))
+            });
+        }
+        let wanted = match &entry {
+            Some(entry) => self.wanted(entry, &observed, None).await?,
+            None => Wanted::Nothing,
+        };
+        let specs = match &wanted {
+            Wanted::Nothing => BTreeMap::new(),
+            Wanted::Specs(specs) => specs.clone(),
+        };
+        let wants: Vec<Want> =
+            specs.iter().map(|(r, s)| Want { replica: *r, hash: hash_of(s).to_string() }).collect();
+        let refs: Vec<&Observed> = observed.iter().collect();
+        let ops = plan_challenge(self.instance(), &wants, &refs);
+
+        if !ops.is_empty() {
+            if entry.is_some() {
+                self.status.update(name, |s| s.phase = Phase::Deploying);
+            }
+            for op in &ops {
+                tracing::info!(challenge = %name, op = %describe(op), "applying");
+            }
+        }
+        let mut first_error = None;
+        for op in ops {
+            if let Err(err) = self.execute(&op, &specs).await {
+                tracing::warn!(challenge = %name, error = %err, "operation failed");
+                first_error.get_or_insert(err);
+            }
+        }
+
+        match &entry {
+            None => {
+                self.status.remove(name);
+                if self.ports().release(name, 0) {
+                    self.ports().save()?;
+                }
+            }
+            Some(entry) => {
+                let observed = self.runtime.list(self.instance(), Some(name)).await.map_err(rt("list containers of", name))?;
+                self.record(entry, &specs, &observed, first_error.is_none());
+                let keep = entry.spec.as_ref().map(|c| c.replicas).unwrap_or(0);
+                if entry.spec.is_some() && self.ports().release(name, keep) {
+                    self.ports().save()?;
+                }
+            }
+        }
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// The containers `entry` wants. Resolves the image (through `images` when given, else one
+    /// inspect call) and host ports; adopts ports of existing containers the table lacks.
+    async fn wanted(
+        &self,
+        entry: &Entry,
+        observed: &[Observed],
+        images: Option<&ImageIndex>,
+    ) -> Result<Wanted, ReconcileError> {
+        let Some(challenge) = entry.spec.as_deref() else { return Ok(Wanted::Nothing) };
+        let Some(run) = challenge.run.as_ref() else { return Ok(Wanted::Nothing) };
+        if challenge.replicas == 0 {
+            return Ok(Wanted::Nothing);
+        }
+        let image = match &run.source {
+            ImageSource::Image(image) => image.clone(),
+            ImageSource::Build(_) => return Err(ReconcileError::BuildUnsupported(challenge.name.clone())),
+        };
+        let image_id = match images {
+            Some(index) => index.resolve(&image).map(str::to_string),
+            None => self.runtime.image_id(&image).await.map_err(rt("inspect image for", &challenge.name))?,
+        };
+        let image_id = image_id.ok_or_else(|| ReconcileError::ImageNotFound(image.clone()))?;
+        let host_ports = self.host_ports(challenge, run, observed)?;
+        let specs = (1..=challenge.replicas)
+            .map(|replica| {
+                let ports = host_ports.get(&replica).map(Vec::as_slice).unwrap_or(&[]);
+                let spec = replica_spec(
+                    self.instance(),
+                    challenge,
+                    run,
+                    &image,
+                    &image_id,
+                    replica,
+                    ports,
+                    &self.settings.defaults,
+                );
+                (replica, spec)
+            })
+            .collect();
+        Ok(Wanted::Specs(specs))
+    }
+
+    /// Host ports of every replica, in `run.ports` order: fixed, or allocated and kept.
+    fn host_ports(
+        &self,
+        challenge: &Challenge,
+        run: &RunSpec,
+        observed: &[Observed],
+    ) -> Result<BTreeMap<u32, Vec<u16>>, ReconcileError> {
+        let reserved = self.store.fixed_host_ports();
+        let mut table = self.ports();
+        let mut changed = false;
+        let mut out = BTreeMap::new();
+        for replica in 1..=challenge.replicas {
+            let mut ports = Vec::with_capacity(run.ports.len());
+            for p in &run.ports {
+                if let Some(fixed) = p.host_port {
+                    ports.push(fixed);
+                    continue;
+                }
+                let key = PortKey { challenge: challenge.name.clone(), replica, port: p.port, protocol: p.protocol };
+                if table.get(&key).is_none() {
+                    // Adopt the port an existing container of this replica already publishes.
+                    let existing = observed
+                        .iter()
+                        .filter(|o| o.replica() == Some(replica))
+                        .flat_map(|o| &o.ports)
+                        .find(|b| b.port == p.port && b.protocol == p.protocol && table.range().contains(b.host_port));
+                    if let Some(binding) = existing {
+                        changed |= table.adopt(key.clone(), binding.host_port);
+                    }
+                }
+                let (port, allocated) = table.get_or_allocate(&key, &reserved)?;
+                changed |= allocated;
+                ports.push(port);
+            }
+            out.insert(replica, ports);
+        }
+        if changed {
+            table.save()?;
+        }
+        Ok(out)
+    }
+
+    async fn execute(&self, op: &Op, specs: &BTreeMap<u32, ContainerSpec>) -> Result<(), ReconcileError> {
+        let spec_of = |replica: u32| specs.get(&replica);
+        let grace = self.settings.stop_grace;
+        match op {
+            Op::Remove { target, .. } => {
+                self.runtime.remove(&target.id).await.map_err(rt("remove", &target.name))
+            }
+            Op::Start { target, .. } => self.runtime.start(&target.id).await.map_err(rt("start", &target.name)),
+            Op::Unpause { target, .. } => {
+                self.runtime.unpause(&target.id).await.map_err(rt("unpause", &target.name))
+            }
+            Op::Create { replica } => {
+                let Some(spec) = spec_of(*replica) else { return Ok(()) };
+                self.create_and_start(spec).await
+            }
+            Op::Replace { replica, old, .. } => {
+                let Some(spec) = spec_of(*replica) else { return Ok(()) };
+                // Stop first: the new container may bind the same host ports and reuse the name.
+                self.runtime.stop(&old.id, grace).await.map_err(rt("stop", &old.name))?;
+                let parked = format!("{}_replaced_{}", old.name, &old.id[..old.id.len().min(12)]);
+                self.runtime.rename(&old.id, &parked).await.map_err(rt("rename", &old.name))?;
+                match self.create_and_start(spec).await {
+                    Ok(()) => self.runtime.remove(&old.id).await.map_err(rt("remove", &parked)),
+                    Err(err) => {
+                        // Roll back: the old version keeps serving until the new one can.
+                        if let Ok(list) = self.runtime.list(self.instance(), None).await {
+                            if let Some(new) = list.iter().find(|o| o.name == spec.name) {
+                                let _ = self.runtime.remove(&new.id).await;
+                            }
+                        }
+                        let _ = self.runtime.rename(&old.id, &old.name).await;
+                        let _ = self.runtime.start(&old.id).await;
+                        Err(err)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn create_and_start(&self, spec: &ContainerSpec) -> Result<(), ReconcileError> {
+        let id = self.runtime.create(spec).await.map_err(rt("create", &spec.name))?;
+        if let Err(source) = self.runtime.start(&id).await {
+            // A container that cannot start (e.g. its host port is taken) must not linger half-made.
+            let _ = self.runtime.remove(&id).await;
+            return Err(ReconcileError::Runtime { action: "start", name: spec.name.clone(), source });
+        }
+        Ok(())
+    }
+
+    /// Writes the status of `entry` from the containers now observed.
+    fn record(&self, entry: &Entry, specs: &BTreeMap<u32, ContainerSpec>, observed: &[Observed], clean: bool) {
+        let mut containers: Vec<ContainerStatus> = observed
+            .iter()
+            .filter(|o| o.replica().is_some_and(|r| specs.contains_key(&r)))
+            .map(container_status)
+            .collect();
+        containers.sort_by(|a, b| a.replica.cmp(&b.replica).then(a.name.cmp(&b.name)));
+        let wanted = specs.len();
+        let current = specs
+            .iter()
+            .filter(|(r, spec)| {
+                observed.iter().any(|o| {
+                    o.replica() == Some(**r) && o.spec_hash() == Some(hash_of(spec)) && o.state == ContainerState::Running
+                })
+            })
+            .count();
+        let is_static = entry.spec.as_ref().is_some_and(|c| c.run.is_none());
+        self.status.update(&entry.name, |s| {
+            s.containers = containers;
+            s.set_condition("Valid", Some(entry.is_valid()), valid_reason(entry), &entry.errors.join("\n"));
+            if entry.spec.is_none() {
+                s.phase = Phase::Pending;
+                s.set_condition("Ready", Some(false), "NeverValid", "no valid manifest has been seen yet");
+                return;
+            }
+            if wanted == 0 {
+                s.phase = if is_static { Phase::Running } else { Phase::Stopped };
+                let (reason, msg) = if is_static { ("Static", "static challenge: nothing to run") } else { ("ScaledToZero", "spec.replicas is 0") };
+                s.set_condition("Ready", Some(is_static), reason, msg);
+                s.observed_generation = entry.generation;
+                return;
+            }
+            if current == wanted {
+                s.phase = Phase::Running;
+                s.set_condition("Ready", Some(true), "AllReplicasRunning", &format!("{current}/{wanted} replicas running"));
+                if clean {
+                    s.observed_generation = entry.generation;
+                }
+            } else {
+                s.phase = if current > 0 { Phase::Degraded } else { Phase::Deploying };
+                s.set_condition("Ready", Some(false), "ReplicasNotRunning", &format!("{current}/{wanted} replicas running"));
+            }
+        });
+    }
+
+    /// The resync pass: one list call for all containers and one for images, then a pure plan
+    /// of every challenge. Returns the names that need a worker (including orphans). Status of
+    /// converged challenges is refreshed from the same list.
+    pub async fn resync(&self) -> Result<Vec<String>, RuntimeError> {
+        let listed = self.runtime.list(self.instance(), None).await;
+        self.readiness.engine_up.store(listed.is_ok(), Ordering::Relaxed);
+        let observed = listed?;
+        let images = self.runtime.images().await?;
+        let mut by_challenge: BTreeMap<&str, Vec<Observed>> = BTreeMap::new();
+        for o in &observed {
+            if let Some(c) = o.challenge() {
+                by_challenge.entry(c).or_default().push(o.clone());
+            }
+        }
+        let mut wants = BTreeMap::new();
+        let mut needs_work = BTreeSet::new();
+        let mut specs_of = BTreeMap::new();
+        for entry in self.store.snapshot() {
+            let mine = by_challenge.get(entry.name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            match self.wanted(&entry, mine, Some(&images)).await {
+                Ok(Wanted::Nothing) => {
+                    wants.insert(entry.name.clone(), Vec::new());
+                }
+                Ok(Wanted::Specs(specs)) => {
+                    let w = specs.iter().map(|(r, s)| Want { replica: *r, hash: hash_of(s).to_string() }).collect();
+                    wants.insert(entry.name.clone(), w);
+                    specs_of.insert(entry.name.clone(), specs);
+                }
+                Err(_) => {
+                    needs_work.insert(entry.name.clone());
+                }
+            }
+            let reported_valid = self
+                .status
+                .get(&entry.name)
+                .and_then(|s| s.condition("Valid").map(|c| c.status == "True"));
+            if reported_valid != Some(entry.is_valid()) {
+                needs_work.insert(entry.name.clone());
+            }
+        }
+        let plan = plan_all(self.instance(), &wants, &observed);
+        needs_work.extend(plan.keys().filter(|k| !k.is_empty()).cloned());
+        if let Some(debris) = plan.get("") {
+            for op in debris {
+                if let Op::Remove { target, .. } = op {
+                    let _ = self.runtime.remove(&target.id).await;
+                }
+            }
+        }
+        for entry in self.store.snapshot() {
+            if needs_work.contains(&entry.name) {
+                continue;
+            }
+            let mine = by_challenge.get(entry.name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            let empty = BTreeMap::new();
+            let specs = specs_of.get(&entry.name).unwrap_or(&empty);
+            self.record(&entry, specs, mine, true);
+        }
+        Ok(needs_work.into_iter().collect())
+    }
+
+    /// The dry run of `beast plan`: every challenge with its ops, without executing any.
+    pub async fn dry_run(&self) -> Result<BTreeMap<String, Result<Vec<Op>, String>>, RuntimeError> {
+        let observed = self.runtime.list(self.instance(), None).await?;
+        let images = self.runtime.images().await?;
+        let mut out = BTreeMap::new();
+        let mut wants = BTreeMap::new();
+        for entry in self.store.snapshot() {
+            let mine: Vec<Observed> =
+                observed.iter().filter(|o| o.challenge() == Some(entry.name.as_str())).cloned().collect();
+            match self.wanted(&entry, &mine, Some(&images)).await {
+                Ok(Wanted::Nothing) => {
+                    wants.insert(entry.name.clone(), Vec::new());
+                }
+                Ok(Wanted::Specs(specs)) => {
+                    let w = specs.iter().map(|(r, s)| Want { replica: *r, hash: hash_of(s).to_string() }).collect();
+                    wants.insert(entry.name.clone(), w);
+                }
+                Err(err) => {
+                    out.insert(entry.name.clone(), Err(err.to_string()));
+                }
+            }
+        }
+        for (name, ops) in plan_all(self.instance(), &wants, &observed) {
+            out.entry(name).or_insert(Ok(ops));
+        }
+        Ok(out)
+    }
+
+    /// The wanted spec of one replica, for explaining a replace in `beast plan`.
+    pub async fn wanted_spec(&self, name: &str, replica: u32) -> Option<ContainerSpec> {
+        let entry = self.store.get(name)?;
+        let observed = self.runtime.list(self.instance(), Some(name)).await.ok()?;
+        match self.wanted(&entry, &observed, None).await.ok()? {
+            Wanted::Specs(mut specs) => specs.remove(&replica),
+            Wanted::Nothing => None,
+        }
+    }
+
+    /// The name a replica's container gets.
+    pub fn container_name(&self, challenge: &str, replica: u32) -> String {
+        container_name(self.instance(), challenge, replica)
+    }
+}
+
+fn container_status(o: &Observed) -> ContainerStatus {
+    let health = if o.status.contains("(healthy)") {
+        "healthy"
+    } else if o.status.contains("(unhealthy)") {
+        "unhealthy"
+    } else if o.status.contains("(health: starting)") {
+        "starting"
+    } else {
+        "none"
+    };
+    ContainerStatus {
+        name: o.name.clone(),
+        id: o.id.clone(),
+        replica: o.replica().unwrap_or(0),
+        state: o.state.as_str().to_string(),
+        health: health.to_string(),
+        ports: o.ports.clone(),
+    }
+}
+
+/// One line describing an op, for logs and `beast plan`.
+pub fn describe(op: &Op) -> String {
+    match op {
+        Op::Remove { target, why } => format!("remove {} ({why})", target.name),
+        Op::Replace { replica, old, why } => format!("replace replica {replica}: {} ({why})", old.name),
+        Op::Unpause { target, .. } => format!("unpause {} (paused)", target.name),
+        Op::Start { target, .. } => format!("start {} (not running)", target.name),
+        Op::Create { replica } => format!("create replica {replica} (missing)"),
+    }
+}

@@ -1,0 +1,250 @@
+//! The Docker implementation of [`Runtime`], on bollard. The only module that imports bollard.
+//!
+//! The API version is negotiated at connect time (the engine here speaks 1.41). Engine responses
+//! are mapped to [`RuntimeError`]: 404 → NotFound, 409 → Conflict, 304 → success (already in the
+//! asked state), transport failures → Unavailable.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, HostConfig, PortBinding as DockerPortBinding,
+    PortSummaryTypeEnum, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+
+use super::{
+    ContainerSpec, ContainerState, ImageIndex, Observed, PortBinding, Result, Runtime, RuntimeError,
+    LABEL_CHALLENGE, LABEL_INSTANCE,
+};
+use crate::model::Protocol;
+
+/// A connection to a Docker engine.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+}
+
+impl DockerRuntime {
+    /// Connects as the docker CLI would (`DOCKER_HOST`, else the local socket) and negotiates
+    /// the API version. Fails only on a malformed address; an engine that is down is reported by
+    /// the first call, so beast can start (and wait) while the engine is away.
+    pub async fn connect() -> Result<DockerRuntime> {
+        let docker = Docker::connect_with_defaults().map_err(map_err)?;
+        let docker = match docker.clone().negotiate_version().await {
+            Ok(negotiated) => negotiated,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not negotiate the engine API version; will retry on use");
+                docker
+            }
+        };
+        Ok(DockerRuntime { docker })
+    }
+
+    /// Negotiates the API version again (after the engine came back).
+    pub async fn renegotiate(&mut self) -> Result<()> {
+        self.docker = self.docker.clone().negotiate_version().await.map_err(map_err)?;
+        Ok(())
+    }
+}
+
+fn map_err(err: BollardError) -> RuntimeError {
+    match err {
+        BollardError::DockerResponseServerError { status_code: 404, message } => RuntimeError::NotFound(message),
+        BollardError::DockerResponseServerError { status_code: 409, message } => RuntimeError::Conflict(message),
+        BollardError::DockerResponseServerError { status_code, message } => {
+            RuntimeError::Engine { status: status_code, message }
+        }
+        BollardError::JsonDataError { message, .. } => RuntimeError::Engine { status: 0, message },
+        other => RuntimeError::Unavailable(other.to_string()),
+    }
+}
+
+/// 304 Not Modified means "already so": success for start/stop.
+fn ignore_not_modified(result: std::result::Result<(), BollardError>) -> Result<()> {
+    match result {
+        Err(BollardError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+        other => other.map_err(map_err),
+    }
+}
+
+fn state_of(state: Option<ContainerSummaryStateEnum>) -> ContainerState {
+    match state {
+        Some(ContainerSummaryStateEnum::CREATED) => ContainerState::Created,
+        Some(ContainerSummaryStateEnum::RUNNING) => ContainerState::Running,
+        Some(ContainerSummaryStateEnum::PAUSED) => ContainerState::Paused,
+        Some(ContainerSummaryStateEnum::RESTARTING) => ContainerState::Restarting,
+        Some(ContainerSummaryStateEnum::EXITED) => ContainerState::Exited,
+        Some(ContainerSummaryStateEnum::REMOVING) => ContainerState::Removing,
+        Some(ContainerSummaryStateEnum::DEAD) => ContainerState::Dead,
+        _ => ContainerState::Unknown,
+    }
+}
+
+fn observed_of(summary: ContainerSummary) -> Observed {
+    let name = summary
+        .names
+        .as_ref()
+        .and_then(|names| names.first())
+        .map(|n| n.trim_start_matches('/').to_string())
+        .unwrap_or_default();
+    let mut ports: Vec<PortBinding> = summary
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            let protocol = match p.typ {
+                Some(PortSummaryTypeEnum::UDP) => Protocol::Udp,
+                Some(PortSummaryTypeEnum::TCP) | None => Protocol::Tcp,
+                Some(_) => return None,
+            };
+            Some(PortBinding { port: p.private_port, host_port: p.public_port?, protocol })
+        })
+        .collect();
+    // The engine lists a binding once per address family (0.0.0.0 and ::).
+    ports.sort();
+    ports.dedup();
+    Observed {
+        id: summary.id.unwrap_or_default(),
+        name,
+        labels: summary.labels.unwrap_or_default().into_iter().collect(),
+        state: state_of(summary.state),
+        status: summary.status.unwrap_or_default(),
+        ports,
+        created: summary.created.unwrap_or_default(),
+    }
+}
+
+/// Translates beast's container spec into the engine's create body.
+fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let mut exposed = Vec::new();
+    let mut bindings: HashMap<String, Option<Vec<DockerPortBinding>>> = HashMap::new();
+    for p in &spec.ports {
+        let key = format!("{}/{}", p.port, p.protocol);
+        exposed.push(key.clone());
+        bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(
+            DockerPortBinding { host_ip: None, host_port: Some(p.host_port.to_string()) },
+        );
+    }
+    let mut security_opt = Vec::new();
+    if spec.no_new_privileges {
+        security_opt.push("no-new-privileges:true".to_string());
+    }
+    let host_config = HostConfig {
+        port_bindings: Some(bindings),
+        nano_cpus: spec.nano_cpus,
+        memory: Some(spec.memory),
+        // No swap beyond the memory limit: a memory-hungry exploit must not thrash the host.
+        memory_swap: Some(spec.memory),
+        pids_limit: Some(spec.pids),
+        cap_drop: Some(vec!["ALL".to_string()]),
+        cap_add: Some(spec.cap_add.clone()),
+        security_opt: Some(security_opt),
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+            maximum_retry_count: None,
+        }),
+        init: Some(false),
+        ..Default::default()
+    };
+    let labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: spec.command.clone(),
+        entrypoint: spec.entrypoint.clone(),
+        working_dir: spec.working_dir.clone(),
+        env: Some(spec.env.clone()),
+        exposed_ports: Some(exposed),
+        labels: Some(labels),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+impl Runtime for DockerRuntime {
+    async fn ping(&self) -> Result<()> {
+        self.docker.ping().await.map(|_| ()).map_err(map_err)
+    }
+
+    async fn list(&self, instance: &str, challenge: Option<&str>) -> Result<Vec<Observed>> {
+        let mut labels = vec![format!("{LABEL_INSTANCE}={instance}")];
+        if let Some(challenge) = challenge {
+            labels.push(format!("{LABEL_CHALLENGE}={challenge}"));
+        }
+        let filters: HashMap<&str, Vec<String>> = HashMap::from([("label", labels)]);
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let summaries = self.docker.list_containers(Some(options)).await.map_err(map_err)?;
+        Ok(summaries
+            .into_iter()
+            .map(observed_of)
+            // Belt and braces: never act on a container the filter should not have returned.
+            .filter(|o| o.instance() == Some(instance))
+            .filter(|o| challenge.is_none() || o.challenge() == challenge)
+            .collect())
+    }
+
+    async fn images(&self) -> Result<ImageIndex> {
+        let options = ListImagesOptionsBuilder::new().all(false).build();
+        let images = self.docker.list_images(Some(options)).await.map_err(map_err)?;
+        let mut index = ImageIndex::default();
+        for image in images {
+            index.insert(&image.id, &image.id);
+            for tag in &image.repo_tags {
+                index.insert(tag, &image.id);
+            }
+        }
+        Ok(index)
+    }
+
+    async fn image_id(&self, reference: &str) -> Result<Option<String>> {
+        match self.docker.inspect_image(reference).await {
+            Ok(image) => Ok(image.id),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(err) => Err(map_err(err)),
+        }
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String> {
+        let options = CreateContainerOptionsBuilder::new().name(&spec.name).build();
+        let created = self.docker.create_container(Some(options), create_body(spec)).await.map_err(map_err)?;
+        Ok(created.id)
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        ignore_not_modified(self.docker.start_container(id, None).await)
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
+        let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::new().t(seconds).build();
+        ignore_not_modified(self.docker.stop_container(id, Some(options)).await)
+    }
+
+    async fn unpause(&self, id: &str) -> Result<()> {
+        self.docker.unpause_container(id).await.map_err(map_err)
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> Result<()> {
+        let options = RenameContainerOptionsBuilder::new().name(name).build();
+        self.docker.rename_container(id, options).await.map_err(map_err)
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        match self.docker.remove_container(id, Some(options)).await {
+            // Already gone (or already being removed): the goal is reached.
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(BollardError::DockerResponseServerError { status_code: 409, message })
+                if message.contains("already in progress") =>
+            {
+                Ok(())
+            }
+            other => other.map_err(map_err),
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! An in-memory [`Runtime`] that behaves like a tiny engine: for benchmarks of the reconcile
+//! path without Docker, and for tests of code above the runtime. Never used by `beast run`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::{
+    ContainerSpec, ContainerState, ImageIndex, Observed, Result, Runtime, RuntimeError, LABEL_CHALLENGE,
+    LABEL_INSTANCE,
+};
+
+/// A fake engine holding containers in a map; counts the mutating calls it served.
+#[derive(Default)]
+pub struct FakeRuntime {
+    containers: Mutex<BTreeMap<String, Observed>>,
+    images: Mutex<ImageIndex>,
+    next_id: AtomicU64,
+    mutations: AtomicU64,
+}
+
+impl FakeRuntime {
+    pub fn new() -> FakeRuntime {
+        FakeRuntime::default()
+    }
+
+    /// Makes `reference` resolvable to `id`.
+    pub fn add_image(&self, reference: &str, id: &str) {
+        lock(&self.images).insert(reference, id);
+    }
+
+    /// How many create/start/stop/remove/rename/unpause calls were made.
+    pub fn mutations(&self) -> u64 {
+        self.mutations.load(Ordering::Relaxed)
+    }
+
+    /// All containers, any instance.
+    pub fn all(&self) -> Vec<Observed> {
+        lock(&self.containers).values().cloned().collect()
+    }
+
+    /// Puts a container in place as if someone else had created it.
+    pub fn insert(&self, observed: Observed) {
+        lock(&self.containers).insert(observed.id.clone(), observed);
+    }
+
+    fn mutate<T>(&self, id: &str, f: impl FnOnce(&mut Observed) -> T) -> Result<T> {
+        self.mutations.fetch_add(1, Ordering::Relaxed);
+        let mut containers = lock(&self.containers);
+        let container = containers.get_mut(id).ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        Ok(f(container))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Runtime for FakeRuntime {
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn list(&self, instance: &str, challenge: Option<&str>) -> Result<Vec<Observed>> {
+        Ok(lock(&self.containers)
+            .values()
+            .filter(|o| o.labels.get(LABEL_INSTANCE).map(String::as_str) == Some(instance))
+            .filter(|o| challenge.is_none() || o.labels.get(LABEL_CHALLENGE).map(String::as_str) == challenge)
+            .cloned()
+            .collect())
+    }
+
+    async fn images(&self) -> Result<ImageIndex> {
+        Ok(lock(&self.images).clone())
+    }
+
+    async fn image_id(&self, reference: &str) -> Result<Option<String>> {
+        Ok(lock(&self.images).resolve(reference).map(str::to_string))
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String> {
+        self.mutations.fetch_add(1, Ordering::Relaxed);
+        let mut containers = lock(&self.containers);
+        if containers.values().any(|o| o.name == spec.name) {
+            return Err(RuntimeError::Conflict(format!("name {} is in use", spec.name)));
+        }
+        let id = format!("fake{:060}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        containers.insert(
+            id.clone(),
+            Observed {
+                id: id.clone(),
+                name: spec.name.clone(),
+                labels: spec.labels.clone(),
+                state: ContainerState::Created,
+                status: "Created".to_string(),
+                ports: spec.ports.clone(),
+                created: 0,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        self.mutate(id, |o| o.state = ContainerState::Running)
+    }
+
+    async fn stop(&self, id: &str, _grace: Duration) -> Result<()> {
+        self.mutate(id, |o| o.state = ContainerState::Exited)
+    }
+
+    async fn unpause(&self, id: &str) -> Result<()> {
+        self.mutate(id, |o| o.state = ContainerState::Running)
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> Result<()> {
+        self.mutate(id, |o| o.name = name.to_string())
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        self.mutations.fetch_add(1, Ordering::Relaxed);
+        lock(&self.containers).remove(id);
+        Ok(())
+    }
+}

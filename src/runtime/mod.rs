@@ -1,0 +1,219 @@
+//! The container runtime seam: beast's own view of containers and the few operations the
+//! reconciler needs (a small "CRI-like" interface).
+//!
+//! Everything here is engine-neutral: the Docker implementation lives in [`docker`], a fake for
+//! benchmarks and tests in [`fake`]. No other module may import bollard.
+
+pub mod docker;
+pub mod fake;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use crate::model::Protocol;
+
+/// Label keys of SPEC §3.
+pub const LABEL_INSTANCE: &str = "beast.instance";
+pub const LABEL_CHALLENGE: &str = "beast.challenge";
+pub const LABEL_REPLICA: &str = "beast.replica";
+pub const LABEL_SPEC_HASH: &str = "beast.spec-hash";
+
+/// A published port of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct PortBinding {
+    pub port: u16,
+    #[serde(rename = "hostPort")]
+    pub host_port: u16,
+    pub protocol: Protocol,
+}
+
+impl serde::Serialize for Protocol {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Everything that shapes one container, in the engine-neutral form the runtime creates it from.
+/// All of it except `name` and `labels` goes into the spec hash.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ContainerSpec {
+    #[serde(skip)]
+    pub name: String,
+    /// The reference the container is created from (as the manifest names it).
+    #[serde(skip)]
+    pub image: String,
+    /// The resolved image id: a retagged image changes the hash.
+    pub image_id: String,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    /// `KEY=value`, sorted by key.
+    pub env: Vec<String>,
+    pub ports: Vec<PortBinding>,
+    pub nano_cpus: Option<i64>,
+    pub memory: i64,
+    pub pids: i64,
+    pub cap_add: Vec<String>,
+    pub no_new_privileges: bool,
+    #[serde(skip)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Lifecycle state of a container as the engine reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Exited,
+    Removing,
+    Dead,
+    Unknown,
+}
+
+impl ContainerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Paused => "paused",
+            ContainerState::Restarting => "restarting",
+            ContainerState::Exited => "exited",
+            ContainerState::Removing => "removing",
+            ContainerState::Dead => "dead",
+            ContainerState::Unknown => "unknown",
+        }
+    }
+}
+
+/// One container as listed by the engine (a single list call gives all of these).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub id: String,
+    /// Name without the leading `/`.
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: ContainerState,
+    /// The engine's human status, e.g. `Up 3 minutes (healthy)` or `Exited (137) 2 seconds ago`.
+    pub status: String,
+    pub ports: Vec<PortBinding>,
+    /// Creation time, seconds since the epoch.
+    pub created: i64,
+}
+
+impl Observed {
+    pub fn instance(&self) -> Option<&str> {
+        self.labels.get(LABEL_INSTANCE).map(String::as_str)
+    }
+    pub fn challenge(&self) -> Option<&str> {
+        self.labels.get(LABEL_CHALLENGE).map(String::as_str)
+    }
+    pub fn replica(&self) -> Option<u32> {
+        self.labels.get(LABEL_REPLICA).and_then(|r| r.parse().ok())
+    }
+    pub fn spec_hash(&self) -> Option<&str> {
+        self.labels.get(LABEL_SPEC_HASH).map(String::as_str)
+    }
+}
+
+/// Image references the engine knows, mapped to their ids (one list call).
+#[derive(Debug, Clone, Default)]
+pub struct ImageIndex {
+    ids: BTreeMap<String, String>,
+}
+
+impl ImageIndex {
+    pub fn insert(&mut self, reference: &str, id: &str) {
+        self.ids.insert(normalize_ref(reference), id.to_string());
+        self.ids.insert(id.to_string(), id.to_string());
+    }
+
+    /// The id of `reference` (`name`, `name:tag` or an id), if the engine has it.
+    pub fn resolve(&self, reference: &str) -> Option<&str> {
+        self.ids.get(&normalize_ref(reference)).map(String::as_str)
+    }
+}
+
+/// `busybox` and `busybox:latest` name the same image; ids and digests are left alone.
+pub fn normalize_ref(reference: &str) -> String {
+    if reference.starts_with("sha256:") || reference.contains('@') {
+        return reference.to_string();
+    }
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    if last.contains(':') {
+        reference.to_string()
+    } else {
+        format!("{reference}:latest")
+    }
+}
+
+/// Errors of runtime operations, classified so callers can react (404 vs conflict vs outage).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("engine error {status}: {message}")]
+    Engine { status: u16, message: String },
+    #[error("engine unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl RuntimeError {
+    /// True when the engine could not be reached at all (as opposed to refusing a request).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, RuntimeError::Unavailable(_))
+    }
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// The operations the reconciler performs on the engine.
+pub trait Runtime: Send + Sync + 'static {
+    /// Cheap liveness check of the engine.
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+    /// All containers (any state) of `instance`, optionally of one challenge: ONE list call.
+    fn list(
+        &self,
+        instance: &str,
+        challenge: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<Observed>>> + Send;
+    /// Every image reference the engine has, with its id: ONE list call.
+    fn images(&self) -> impl Future<Output = Result<ImageIndex>> + Send;
+    /// The id of one image reference, `None` when the engine does not have it.
+    fn image_id(&self, reference: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// Creates (does not start) a container; returns its id.
+    fn create(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String>> + Send;
+    fn start(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    fn stop(&self, id: &str, grace: Duration) -> impl Future<Output = Result<()>> + Send;
+    fn unpause(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    fn rename(&self, id: &str, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Force-removes a container (and its anonymous volumes).
+    fn remove(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_normalize_to_a_tag() {
+        assert_eq!(normalize_ref("busybox"), "busybox:latest");
+        assert_eq!(normalize_ref("beast/echo:1"), "beast/echo:1");
+        assert_eq!(normalize_ref("localhost:5000/x"), "localhost:5000/x:latest");
+        assert_eq!(normalize_ref("sha256:abc"), "sha256:abc");
+    }
+
+    #[test]
+    fn index_resolves_names_and_ids() {
+        let mut index = ImageIndex::default();
+        index.insert("busybox:latest", "sha256:1");
+        assert_eq!(index.resolve("busybox"), Some("sha256:1"));
+        assert_eq!(index.resolve("sha256:1"), Some("sha256:1"));
+        assert_eq!(index.resolve("other"), None);
+    }
+}

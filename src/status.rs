@@ -1,0 +1,208 @@
+//! The status of each challenge as SPEC §6 shapes it: phase, conditions with their transition
+//! times, and the containers that serve it.
+//!
+//! The reconciler writes a [`RuntimeStatus`] per challenge; the API reads [`ChallengeStatus`]
+//! views that merge it with the desired entry. This module only keeps and shapes data.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+use crate::desired::Entry;
+use crate::runtime::PortBinding;
+
+/// Lifecycle phase of a challenge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub enum Phase {
+    #[default]
+    Pending,
+    Building,
+    Deploying,
+    Running,
+    Degraded,
+    Stopped,
+    Failed,
+}
+
+/// A condition (`Valid`, `Ready`, `Healthy`, `Built`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: String,
+}
+
+/// One container serving a challenge.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerStatus {
+    pub name: String,
+    pub id: String,
+    pub replica: u32,
+    pub state: String,
+    pub health: String,
+    pub ports: Vec<PortBinding>,
+}
+
+/// What the reconciler knows about a challenge.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RuntimeStatus {
+    pub phase: Phase,
+    pub observed_generation: u64,
+    pub restarts: u32,
+    pub conditions: BTreeMap<String, Condition>,
+    pub containers: Vec<ContainerStatus>,
+}
+
+impl RuntimeStatus {
+    /// Sets a condition, keeping its transition time unless its status flips.
+    pub fn set_condition(&mut self, kind: &str, ok: Option<bool>, reason: &str, message: &str) {
+        let status = match ok {
+            Some(true) => "True",
+            Some(false) => "False",
+            None => "Unknown",
+        };
+        let now = now_rfc3339();
+        let entry = self.conditions.entry(kind.to_string()).or_insert_with(|| Condition {
+            kind: kind.to_string(),
+            status: String::new(),
+            reason: String::new(),
+            message: String::new(),
+            last_transition_time: now.clone(),
+        });
+        if entry.status != status {
+            entry.last_transition_time = now;
+        }
+        entry.status = status.to_string();
+        entry.reason = reason.to_string();
+        entry.message = message.to_string();
+    }
+
+    pub fn condition(&self, kind: &str) -> Option<&Condition> {
+        self.conditions.get(kind)
+    }
+}
+
+/// The current time as RFC 3339 (UTC).
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Status of every challenge, shared between the reconciler and the API.
+#[derive(Clone, Default)]
+pub struct StatusBoard {
+    inner: Arc<RwLock<BTreeMap<String, RuntimeStatus>>>,
+}
+
+impl StatusBoard {
+    pub fn new() -> StatusBoard {
+        StatusBoard::default()
+    }
+
+    pub fn get(&self, name: &str) -> Option<RuntimeStatus> {
+        self.read().get(name).cloned()
+    }
+
+    /// Edits the status of `name` (created on first use).
+    pub fn update<T>(&self, name: &str, f: impl FnOnce(&mut RuntimeStatus) -> T) -> T {
+        let mut all = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        f(all.entry(name.to_string()).or_default())
+    }
+
+    pub fn remove(&self, name: &str) {
+        self.inner.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, RuntimeStatus>> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The status response of one challenge (SPEC §6).
+#[derive(Debug, Clone, Serialize)]
+pub struct ChallengeStatus {
+    pub name: String,
+    pub source: String,
+    pub generation: u64,
+    pub status: StatusBody,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusBody {
+    pub phase: Phase,
+    pub observed_generation: u64,
+    pub restarts: u32,
+    pub conditions: Vec<Condition>,
+    pub containers: Vec<ContainerStatus>,
+}
+
+/// Merges a desired entry with what the reconciler reported. `Valid` comes from the entry.
+pub fn view(entry: &Entry, runtime: Option<RuntimeStatus>) -> ChallengeStatus {
+    let mut rs = runtime.unwrap_or_default();
+    if rs.condition("Valid").is_none() || rs.condition("Valid").map(|c| c.status == "True") != Some(entry.is_valid())
+    {
+        // The reconciler has not caught up with the entry yet: show the entry's truth.
+        rs.set_condition("Valid", Some(entry.is_valid()), valid_reason(entry), &entry.errors.join("\n"));
+    }
+    for kind in ["Ready", "Healthy"] {
+        if rs.condition(kind).is_none() {
+            rs.set_condition(kind, None, "", "");
+        }
+    }
+    let order = |k: &str| match k {
+        "Valid" => 0,
+        "Built" => 1,
+        "Ready" => 2,
+        "Healthy" => 3,
+        _ => 4,
+    };
+    let mut conditions: Vec<Condition> = rs.conditions.into_values().collect();
+    conditions.sort_by_key(|c| order(&c.kind));
+    ChallengeStatus {
+        name: entry.name.clone(),
+        source: entry.source.to_string(),
+        generation: entry.generation,
+        status: StatusBody {
+            phase: rs.phase,
+            observed_generation: rs.observed_generation,
+            restarts: rs.restarts,
+            conditions,
+            containers: rs.containers,
+        },
+    }
+}
+
+/// The reason of the Valid condition for an entry.
+pub fn valid_reason(entry: &Entry) -> &'static str {
+    match (entry.is_valid(), entry.spec.is_some()) {
+        (true, _) => "Valid",
+        (false, true) => "InvalidKeepingLastValid",
+        (false, false) => "Invalid",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_changes_only_on_a_flip() {
+        let mut s = RuntimeStatus::default();
+        s.set_condition("Ready", Some(true), "Running", "");
+        let t0 = s.condition("Ready").map(|c| c.last_transition_time.clone());
+        s.conditions.get_mut("Ready").map(|c| c.last_transition_time = "earlier".into());
+        s.set_condition("Ready", Some(true), "Running", "again");
+        assert_eq!(s.condition("Ready").map(|c| c.last_transition_time.as_str()), Some("earlier"));
+        s.set_condition("Ready", Some(false), "Down", "");
+        assert_ne!(s.condition("Ready").map(|c| c.last_transition_time.clone()), Some("earlier".to_string()));
+        assert!(t0.is_some());
+    }
+}
