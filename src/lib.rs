@@ -1,12 +1,18 @@
 //! beast: a reconciliation operator for Docker that hosts CTF challenges.
+//!
+//! Data flows one way: sources ([`source`]) → [`desired`] store → [`queue`] → [`reconcile`]
+//! (which asks the pure [`plan`]ner) → [`runtime`]; the outcome lands in [`status`], which the
+//! [`api`] serves. See `docs/architecture.md`.
 
-pub mod model;
+pub mod api;
+pub mod backoff;
 pub mod containers;
+pub mod desired;
+pub mod model;
 pub mod plan;
 pub mod ports;
-pub mod runtime;
-pub mod desired;
-pub mod status;
+pub mod queue;
 pub mod reconcile;
+pub mod runtime;
 pub mod source;
-pub mod api;
+pub mod status;
