@@ -93,6 +93,52 @@ pub fn hash_of(spec: &ContainerSpec) -> &str {
     spec.labels.get(LABEL_SPEC_HASH).map(String::as_str).unwrap_or("")
 }
 
+/// The fields that differ between a container read back from the engine and the wanted spec,
+/// as `field: old → new`, for `beast plan`. The engine adds the image's env to a container's, so
+/// env is compared on the wanted variables only.
+pub fn diff(old: &ContainerSpec, new: &ContainerSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut field = |name: &str, a: String, b: String| {
+        if a != b {
+            out.push(format!("{name}: {a} → {b}"));
+        }
+    };
+    field("image", short_id(&old.image_id), short_id(&new.image_id));
+    if new.command.is_some() {
+        field("command", format!("{:?}", old.command), format!("{:?}", new.command));
+    }
+    if new.entrypoint.is_some() {
+        field("entrypoint", format!("{:?}", old.entrypoint), format!("{:?}", new.entrypoint));
+    }
+    if new.working_dir.is_some() {
+        field("workingDir", format!("{:?}", old.working_dir), format!("{:?}", new.working_dir));
+    }
+    let missing: Vec<&str> = new
+        .env
+        .iter()
+        .filter(|kv| !old.env.contains(kv))
+        .map(|kv| kv.split_once('=').map(|(k, _)| k).unwrap_or(kv))
+        .collect();
+    if !missing.is_empty() {
+        out.push(format!("env: {} changed", missing.join(", ")));
+    }
+    let ports = |s: &ContainerSpec| {
+        s.ports.iter().map(|p| format!("{}:{}/{}", p.host_port, p.port, p.protocol)).collect::<Vec<_>>().join(",")
+    };
+    field("ports", ports(old), ports(new));
+    field("memory", old.memory.to_string(), new.memory.to_string());
+    field("pids", old.pids.to_string(), new.pids.to_string());
+    field("cpus", format!("{:?}", old.nano_cpus), format!("{:?}", new.nano_cpus));
+    field("capAdd", old.cap_add.join(","), new.cap_add.join(","));
+    field("noNewPrivileges", old.no_new_privileges.to_string(), new.no_new_privileges.to_string());
+    out
+}
+
+fn short_id(id: &str) -> String {
+    let id = id.trim_start_matches("sha256:");
+    id[..id.len().min(12)].to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

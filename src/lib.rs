@@ -6,9 +6,13 @@
 
 pub mod api;
 pub mod backoff;
+pub mod cli;
 pub mod containers;
 pub mod desired;
+pub mod dryrun;
+pub mod manifest;
 pub mod model;
+pub mod operator;
 pub mod plan;
 pub mod ports;
 pub mod queue;

@@ -1,1 +1,154 @@
-fn main() {}
+//! The `beast` binary: parses the command line, sets up logging, and hands over to the library.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+
+use beast::cli::{Cli, Command, LogFormat, PlanArgs, RunArgs, SourceArgs};
+use beast::containers::Defaults;
+use beast::desired::DesiredStore;
+use beast::operator::{self, RunConfig};
+use beast::ports::PortAllocator;
+use beast::reconcile::{Reconciler, Settings};
+use beast::runtime::docker::DockerRuntime;
+use beast::status::StatusBoard;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Validate { paths } => validate(&paths),
+            Command::Plan(args) => plan(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BEAST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn defaults(source: &SourceArgs) -> anyhow::Result<Defaults> {
+    let memory = beast::manifest::parse_memory(&source.default_memory)
+        .map_err(|e| anyhow::anyhow!("--default-memory: {e}"))?;
+    Ok(Defaults { memory, pids: source.default_pids, nano_cpus: None })
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    init_logs(args.log_format);
+    if args.no_auth && !args.listen.ip().is_loopback() && !args.insecure {
+        anyhow::bail!("--no-auth on the non-loopback address {} needs --insecure as well", args.listen);
+    }
+    if !args.listen.ip().is_loopback() && !args.no_auth {
+        anyhow::bail!(
+            "authentication is not available in this version: listen on a loopback address, \
+             or pass --no-auth --insecure to serve {} without it",
+            args.listen
+        );
+    }
+    let config = RunConfig {
+        manifests: args.source.manifests.clone(),
+        state_dir: args.source.state_dir.clone(),
+        listen: args.listen,
+        instance: args.source.instance.clone(),
+        workers: args.workers.unwrap_or_else(|| 4 * std::thread::available_parallelism().map_or(2, |n| n.get())),
+        resync: args.resync.into(),
+        port_range: args.source.port_range,
+        defaults: defaults(&args.source)?,
+        stop_grace: args.stop_grace.into(),
+        debounce: args.debounce.into(),
+    };
+    let runtime = DockerRuntime::connect().await.context("connecting to the Docker engine")?;
+    operator::run(config, Arc::new(runtime), shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn validate(paths: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
+    let (files, errors) = beast::manifest::validate_paths(paths);
+    let mut count = 0;
+    for file in &files {
+        count += file.challenges().count();
+    }
+    for err in &errors {
+        println!("{err}");
+    }
+    for file in &files {
+        for err in file.errors() {
+            println!("{err}");
+        }
+    }
+    let bad = errors.len() + files.iter().map(|f| f.errors().count()).sum::<usize>();
+    if bad == 0 {
+        eprintln!("{count} challenge(s) in {} file(s): all valid", files.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{bad} error(s)");
+        Ok(ExitCode::from(1))
+    }
+}
+
+async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
+    let store = DesiredStore::new();
+    for root in &args.source.manifests {
+        if !root.is_dir() {
+            anyhow::bail!("--manifests {}: not a readable directory", root.display());
+        }
+    }
+    operator::rescan(&args.source.manifests, &store);
+    let ports = PortAllocator::open(args.source.port_range, &args.source.state_dir)?.detached();
+    let runtime = DockerRuntime::connect().await.context("connecting to the Docker engine")?;
+    let settings = Settings {
+        instance: args.source.instance.clone(),
+        defaults: defaults(&args.source)?,
+        stop_grace: std::time::Duration::from_secs(2),
+    };
+    let reconciler = Reconciler::new(Arc::new(runtime), store, StatusBoard::new(), settings, ports);
+    let (text, _summary) =
+        beast::dryrun::render(&reconciler).await.context("reading containers from the Docker engine")?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -123,6 +123,12 @@ impl PortAllocator {
         Ok(allocator)
     }
 
+    /// The same table, no longer written back (for dry runs).
+    pub fn detached(mut self) -> PortAllocator {
+        self.file = None;
+        self
+    }
+
     pub fn range(&self) -> PortRange {
         self.range
     }

@@ -234,6 +234,43 @@ impl Runtime for DockerRuntime {
         self.docker.rename_container(id, options).await.map_err(map_err)
     }
 
+    async fn inspect(&self, id: &str) -> Result<ContainerSpec> {
+        let c = self.docker.inspect_container(id, None).await.map_err(map_err)?;
+        let config = c.config.unwrap_or_default();
+        let host = c.host_config.unwrap_or_default();
+        let mut ports: Vec<PortBinding> = Vec::new();
+        for (key, bindings) in host.port_bindings.unwrap_or_default() {
+            let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+            let Ok(port) = port.parse() else { continue };
+            let protocol = if proto == "udp" { Protocol::Udp } else { Protocol::Tcp };
+            for b in bindings.unwrap_or_default() {
+                if let Some(host_port) = b.host_port.and_then(|h| h.parse().ok()) {
+                    ports.push(PortBinding { port, host_port, protocol });
+                }
+            }
+        }
+        ports.sort();
+        ports.dedup();
+        let mut env = config.env.unwrap_or_default();
+        env.sort();
+        Ok(ContainerSpec {
+            name: c.name.unwrap_or_default().trim_start_matches('/').to_string(),
+            image: config.image.unwrap_or_default(),
+            image_id: c.image.unwrap_or_default(),
+            command: config.cmd,
+            entrypoint: config.entrypoint,
+            working_dir: config.working_dir.filter(|w| !w.is_empty()),
+            env,
+            ports,
+            nano_cpus: host.nano_cpus.filter(|n| *n > 0),
+            memory: host.memory.unwrap_or_default(),
+            pids: host.pids_limit.unwrap_or_default(),
+            cap_add: host.cap_add.unwrap_or_default(),
+            no_new_privileges: host.security_opt.unwrap_or_default().iter().any(|o| o.starts_with("no-new-privileges")),
+            labels: config.labels.unwrap_or_default().into_iter().collect(),
+        })
+    }
+
     async fn remove(&self, id: &str) -> Result<()> {
         let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
         match self.docker.remove_container(id, Some(options)).await {

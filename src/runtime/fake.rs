@@ -117,6 +117,10 @@ impl Runtime for FakeRuntime {
         self.mutate(id, |o| o.name = name.to_string())
     }
 
+    async fn inspect(&self, id: &str) -> Result<ContainerSpec> {
+        Err(RuntimeError::NotFound(format!("the fake runtime keeps no specs ({id})")))
+    }
+
     async fn remove(&self, id: &str) -> Result<()> {
         self.mutations.fetch_add(1, Ordering::Relaxed);
         lock(&self.containers).remove(id);

@@ -194,6 +194,9 @@ pub trait Runtime: Send + Sync + 'static {
     fn rename(&self, id: &str, name: &str) -> impl Future<Output = Result<()>> + Send;
     /// Force-removes a container (and its anonymous volumes).
     fn remove(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Reads back what shapes an existing container (one inspect; for `beast plan`, never on the
+    /// hot path). Env holds the container's whole environment, the image's included.
+    fn inspect(&self, id: &str) -> impl Future<Output = Result<ContainerSpec>> + Send;
 }
 
 #[cfg(test)]

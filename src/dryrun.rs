@@ -1,0 +1,120 @@
+//! `beast plan`: the reconciler's plan for every challenge, printed for a terminal, without
+//! executing anything. Replacements are explained field by field (one inspect per replaced
+//! container: fine for a dry run, never done on the hot path).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::containers::diff;
+use crate::plan::{Op, Why};
+use crate::reconcile::{describe, Reconciler};
+use crate::runtime::{Runtime, RuntimeError};
+
+/// Counts of a plan, for the summary line and the exit code.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub create: usize,
+    pub replace: usize,
+    pub remove: usize,
+    pub other: usize,
+    pub errors: usize,
+}
+
+impl Summary {
+    pub fn is_empty(&self) -> bool {
+        *self == Summary::default()
+    }
+}
+
+/// Renders the plan as text.
+pub async fn render<R: Runtime>(reconciler: &Reconciler<R>) -> Result<(String, Summary), RuntimeError> {
+    let plan = reconciler.dry_run().await?;
+    let mut out = String::new();
+    let mut sum = Summary::default();
+    let total = reconciler.store.len();
+    let in_sync = reconciler.store.names().iter().filter(|n| !plan.contains_key(*n)).count();
+    for entry in reconciler.store.snapshot().iter().filter(|e| !e.is_valid()) {
+        let _ = writeln!(out, "{}: invalid (the last valid spec stays deployed)", entry.name);
+        for e in &entry.errors {
+            let _ = writeln!(out, "  ! {e}");
+        }
+    }
+    for (name, ops) in &plan {
+        let label = if name.is_empty() { "(unlabelled containers of this instance)" } else { name };
+        let _ = writeln!(out, "{label}:");
+        match ops {
+            Err(err) => {
+                sum.errors += 1;
+                let _ = writeln!(out, "  ! {err}");
+            }
+            Ok(ops) => {
+                for op in ops {
+                    let mark = match op {
+                        Op::Create { .. } => {
+                            sum.create += 1;
+                            '+'
+                        }
+                        Op::Replace { .. } => {
+                            sum.replace += 1;
+                            '~'
+                        }
+                        Op::Remove { .. } => {
+                            sum.remove += 1;
+                            '-'
+                        }
+                        Op::Start { .. } | Op::Unpause { .. } => {
+                            sum.other += 1;
+                            '>'
+                        }
+                    };
+                    let _ = writeln!(out, "  {mark} {}", describe(op));
+                    if let Op::Replace { replica, old, why: Why::SpecChanged { .. } } = op {
+                        for line in explain(reconciler, name, *replica, &old.id).await {
+                            let _ = writeln!(out, "      {line}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{} challenges, {in_sync} in sync. Plan: {} to create, {} to replace, {} to remove, {} to start.{}",
+        total,
+        sum.create,
+        sum.replace,
+        sum.remove,
+        sum.other,
+        if sum.errors > 0 { format!(" {} cannot be planned.", sum.errors) } else { String::new() }
+    );
+    Ok((out, sum))
+}
+
+async fn explain<R: Runtime>(reconciler: &Reconciler<R>, name: &str, replica: u32, id: &str) -> Vec<String> {
+    let Some(new) = reconciler.wanted_spec(name, replica).await else { return Vec::new() };
+    match reconciler.runtime.inspect(id).await {
+        Ok(old) => {
+            let fields = diff(&old, &new);
+            if fields.is_empty() {
+                vec!["(created by another version of beast; same settings, new hash)".to_string()]
+            } else {
+                fields
+            }
+        }
+        Err(err) => vec![format!("(cannot inspect the old container: {err})")],
+    }
+}
+
+/// Groups a plan's ops by kind, for tests.
+pub fn count(plan: &BTreeMap<String, Vec<Op>>) -> Summary {
+    let mut s = Summary::default();
+    for op in plan.values().flatten() {
+        match op {
+            Op::Create { .. } => s.create += 1,
+            Op::Replace { .. } => s.replace += 1,
+            Op::Remove { .. } => s.remove += 1,
+            _ => s.other += 1,
+        }
+    }
+    s
+}

@@ -1,0 +1,236 @@
+//! `beast run`: wires the sources, the desired store, the queue and its workers, the resync loop,
+//! the engine watchdog and the API server, and stops them all on one shutdown signal.
+//!
+//! On shutdown work stops and beast exits, leaving every container running: a restart of beast
+//! adopts them without recreating anything.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::api::{self, AppState};
+use crate::containers::Defaults;
+use crate::desired::DesiredStore;
+use crate::ports::{PortAllocator, PortError, PortRange};
+use crate::queue::{spawn_workers, Backoff, Outcome, WorkQueue};
+use crate::reconcile::{Reconciler, Settings};
+use crate::runtime::Runtime;
+use crate::source::dir;
+use crate::status::StatusBoard;
+
+/// Errors that stop `beast run` from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("state directory {path}: {source}")]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Ports(#[from] PortError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("API server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Settings of `beast run`.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub manifests: Vec<PathBuf>,
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub instance: String,
+    pub workers: usize,
+    pub resync: Duration,
+    pub port_range: PortRange,
+    pub defaults: Defaults,
+    pub stop_grace: Duration,
+    /// Quiet time that ends a burst of file changes.
+    pub debounce: Duration,
+}
+
+/// Runs the operator until `shutdown` resolves. Containers are left running.
+pub async fn run<R: Runtime>(
+    config: RunConfig,
+    runtime: Arc<R>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), OperatorError> {
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|source| OperatorError::StateDir { path: config.state_dir.clone(), source })?;
+    let ports = PortAllocator::open(config.port_range, &config.state_dir)?;
+    let store = DesiredStore::new();
+    let status = StatusBoard::new();
+    let settings = Settings {
+        instance: config.instance.clone(),
+        defaults: config.defaults.clone(),
+        stop_grace: config.stop_grace,
+    };
+    let reconciler = Arc::new(Reconciler::new(runtime.clone(), store.clone(), status.clone(), settings, ports));
+    let readiness = reconciler.readiness.clone();
+
+    // Bind first: a port clash must fail the start, not a background task.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| OperatorError::Listen { addr: config.listen, source })?;
+    tracing::info!(listen = %config.listen, instance = %config.instance, "beast is starting");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    rescan(&config.manifests, &store);
+
+    let queue: WorkQueue<String> = WorkQueue::new(Backoff::default());
+    // Keys of the first pass not yet reconciled once; /readyz waits for them.
+    let first_pass: Arc<Mutex<Option<HashSet<String>>>> = Arc::new(Mutex::new(None));
+    let workers = {
+        let reconciler = reconciler.clone();
+        let first_pass = first_pass.clone();
+        let readiness = readiness.clone();
+        spawn_workers(&queue, config.workers.max(1), move |name: String| {
+            let reconciler = reconciler.clone();
+            let first_pass = first_pass.clone();
+            let readiness = readiness.clone();
+            async move {
+                let result = reconciler.reconcile(&name).await;
+                let mut pending = first_pass.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(set) = pending.as_mut() {
+                    set.remove(&name);
+                    if set.is_empty() {
+                        readiness.first_pass_done.store(true, Ordering::Relaxed);
+                    }
+                }
+                match result {
+                    Ok(()) => Outcome::Done,
+                    Err(err) => Outcome::Failed(err.to_string()),
+                }
+            }
+        })
+    };
+
+    // File changes → one rescan per burst → the changed names, at once (even if backing off:
+    // an author who fixed a manifest should not wait for a retry timer).
+    let (burst_tx, mut burst_rx) = mpsc::channel::<()>(1);
+    let roots: Vec<PathBuf> = config
+        .manifests
+        .iter()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    tokio::spawn(dir::watch(roots, burst_tx, config.debounce, Duration::from_secs(2)));
+    {
+        let manifests = config.manifests.clone();
+        let store = store.clone();
+        let queue = queue.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    got = burst_rx.recv() => {
+                        if got.is_none() { return; }
+                        for name in rescan(&manifests, &store) {
+                            queue.add_now_ignoring_backoff(name);
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    // Resync: the safety net, and the first pass. Also rescans the directories, in case the
+    // watcher missed something. A failed pass (engine down) is retried every second.
+    {
+        let reconciler = reconciler.clone();
+        let queue = queue.clone();
+        let manifests = config.manifests.clone();
+        let store = store.clone();
+        let mut stop = stop_rx.clone();
+        let every = config.resync;
+        tokio::spawn(async move {
+            let mut first = true;
+            let mut engine_was_up = true;
+            loop {
+                for name in rescan(&manifests, &store) {
+                    queue.add_now_ignoring_backoff(name);
+                }
+                let wait = match reconciler.resync().await {
+                    Ok(names) => {
+                        if first {
+                            first = false;
+                            let mut pending = first_pass.lock().unwrap_or_else(|p| p.into_inner());
+                            if names.is_empty() {
+                                reconciler.readiness.first_pass_done.store(true, Ordering::Relaxed);
+                            }
+                            *pending = Some(names.iter().cloned().collect());
+                        }
+                        if !engine_was_up {
+                            tracing::info!("engine is back; reconverging");
+                            engine_was_up = true;
+                        }
+                        for name in names {
+                            queue.add(name);
+                        }
+                        every
+                    }
+                    Err(err) => {
+                        if engine_was_up {
+                            tracing::warn!(error = %err, "engine unavailable; keeping desired state and retrying");
+                            engine_was_up = false;
+                        }
+                        Duration::from_secs(1)
+                    }
+                };
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        });
+    }
+
+    // Engine watchdog: readiness follows the engine, and its return triggers a pass at once.
+    {
+        let runtime = runtime.clone();
+        let readiness = readiness.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                let up = matches!(tokio::time::timeout(Duration::from_secs(2), runtime.ping()).await, Ok(Ok(())));
+                readiness.engine_up.store(up, Ordering::Relaxed);
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+    }
+
+    let app = api::router(AppState { store: store.clone(), status: status.clone(), readiness: readiness.clone() });
+    let mut stop = stop_rx.clone();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop.changed().await;
+    });
+    let served = serve.await;
+    tracing::info!("shutting down: finishing in-flight work, leaving containers running");
+    workers.shutdown().await;
+    served.map_err(OperatorError::Serve)
+}
+
+/// Rescans every manifest directory into the store; returns the names whose entry changed.
+/// A directory that cannot be read changes nothing.
+pub fn rescan(roots: &[PathBuf], store: &DesiredStore) -> Vec<String> {
+    let mut changed = Vec::new();
+    for (i, root) in roots.iter().enumerate() {
+        match dir::scan(root) {
+            Ok(snapshot) => changed.extend(store.apply_dir(i, snapshot)),
+            Err(err) => tracing::warn!(error = %err, "skipping manifest directory; its challenges are kept"),
+        }
+    }
+    changed
+}
