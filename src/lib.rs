@@ -20,3 +20,5 @@ pub mod reconcile;
 pub mod runtime;
 pub mod source;
 pub mod status;
+pub mod events;
+pub mod probe;

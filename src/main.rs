@@ -148,7 +148,7 @@ async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     };
     let reconciler = Reconciler::new(Arc::new(runtime), store, StatusBoard::new(), settings, ports);
     let (text, _summary) =
-        beast::dryrun::render(&reconciler).await.context("reading containers from the Docker engine")?;
+        beast::dryrun::render(reconciler.as_ref()).await.context("reading containers from the Docker engine")?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }

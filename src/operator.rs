@@ -12,11 +12,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::api::{self, AppState};
 use crate::containers::Defaults;
 use crate::desired::DesiredStore;
+use crate::events;
 use crate::ports::{PortAllocator, PortError, PortRange};
 use crate::queue::{spawn_workers, Backoff, Outcome, WorkQueue};
 use crate::reconcile::{Reconciler, Settings};
@@ -69,7 +70,7 @@ pub async fn run<R: Runtime>(
         defaults: config.defaults.clone(),
         stop_grace: config.stop_grace,
     };
-    let reconciler = Arc::new(Reconciler::new(runtime.clone(), store.clone(), status.clone(), settings, ports));
+    let reconciler = Reconciler::new(runtime.clone(), store.clone(), status.clone(), settings, ports);
     let readiness = reconciler.readiness.clone();
 
     // Bind first: a port clash must fail the start, not a background task.
@@ -87,6 +88,10 @@ pub async fn run<R: Runtime>(
     rescan(&config.manifests, &store);
 
     let queue: WorkQueue<String> = WorkQueue::new(Backoff::default());
+    reconciler.attach_queue(queue.clone());
+    // Asks the resync loop for a pass now (engine events reconnected, engine came back).
+    let resync_now = Arc::new(Notify::new());
+    tokio::spawn(events::follow(reconciler.clone(), queue.clone(), resync_now.clone(), stop_rx.clone()));
     // Keys of the first pass not yet reconciled once; /readyz waits for them.
     let first_pass: Arc<Mutex<Option<HashSet<String>>>> = Arc::new(Mutex::new(None));
     let workers = {
@@ -152,6 +157,7 @@ pub async fn run<R: Runtime>(
         let store = store.clone();
         let mut stop = stop_rx.clone();
         let every = config.resync;
+        let resync_now = resync_now.clone();
         tokio::spawn(async move {
             let mut first = true;
             let mut engine_was_up = true;
@@ -189,6 +195,7 @@ pub async fn run<R: Runtime>(
                 tokio::select! {
                     _ = stop.changed() => return,
                     _ = tokio::time::sleep(wait) => {}
+                    _ = resync_now.notified() => {}
                 }
             }
         });
@@ -199,10 +206,16 @@ pub async fn run<R: Runtime>(
         let runtime = runtime.clone();
         let readiness = readiness.clone();
         let mut stop = stop_rx.clone();
+        let resync_now = resync_now.clone();
         tokio::spawn(async move {
+            let mut was_up = true;
             loop {
                 let up = matches!(tokio::time::timeout(Duration::from_secs(2), runtime.ping()).await, Ok(Ok(())));
                 readiness.engine_up.store(up, Ordering::Relaxed);
+                if up && !was_up {
+                    resync_now.notify_one();
+                }
+                was_up = up;
                 tokio::select! {
                     _ = stop.changed() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -210,6 +210,7 @@ mod tests {
             status: String::new(),
             ports: vec![],
             created: 0,
+            ip: None,
         }
     }
 

@@ -5,9 +5,9 @@
 //! reconciler re-reads both states. It holds no per-challenge memory besides the status board and
 //! the port table, so a restart of beast converges from scratch without recreating anything.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::containers::{container_name, hash_of, replica_spec, Defaults};
@@ -15,6 +15,8 @@ use crate::desired::{DesiredStore, Entry};
 use crate::model::{Challenge, ImageSource, RunSpec};
 use crate::plan::{plan_all, plan_challenge, Op, Want};
 use crate::ports::{PortAllocator, PortError, PortKey};
+use crate::probe::{ProbeHost, Prober};
+use crate::queue::WorkQueue;
 use crate::runtime::{ContainerSpec, ContainerState, ImageIndex, Observed, Runtime, RuntimeError};
 use crate::status::{valid_reason, ContainerStatus, Phase, StatusBoard};
 
@@ -79,14 +81,32 @@ impl Readiness {
     }
 }
 
+/// Counters for metrics.
+#[derive(Default)]
+pub struct Counters {
+    /// Reconciles run, and those that failed.
+    pub reconciles: AtomicU64,
+    pub reconcile_failures: AtomicU64,
+    /// Damage seen: exits, removals, stops beast did not cause.
+    pub damage: AtomicU64,
+    /// Corrective operations on a challenge whose spec had not changed (heals).
+    pub heals: AtomicU64,
+}
+
 /// The reconciler of one beast instance.
 pub struct Reconciler<R: Runtime> {
     pub runtime: Arc<R>,
     pub store: DesiredStore,
     pub status: StatusBoard,
     pub readiness: Arc<Readiness>,
+    pub counters: Counters,
+    pub prober: Prober,
     settings: Settings,
     ports: Mutex<PortAllocator>,
+    /// Containers beast itself is stopping, restarting or removing: their exits are no crash.
+    expected: Mutex<HashSet<String>>,
+    queue: Mutex<Option<WorkQueue<String>>>,
+    me: Weak<Reconciler<R>>,
 }
 
 /// What the wanted containers of a challenge are, or why they cannot be worked out.
@@ -103,15 +123,47 @@ impl<R: Runtime> Reconciler<R> {
         status: StatusBoard,
         settings: Settings,
         ports: PortAllocator,
-    ) -> Reconciler<R> {
-        Reconciler {
+    ) -> Arc<Reconciler<R>> {
+        Arc::new_cyclic(|me| Reconciler {
             runtime,
             store,
             status,
             readiness: Arc::new(Readiness::default()),
+            counters: Counters::default(),
+            prober: Prober::default(),
             settings,
             ports: Mutex::new(ports),
+            expected: Mutex::new(HashSet::new()),
+            queue: Mutex::new(None),
+            me: me.clone(),
+        })
+    }
+
+    /// Lets probes and events ask for a reconcile.
+    pub fn attach_queue(&self, queue: WorkQueue<String>) {
+        *self.queue.lock().unwrap_or_else(|p| p.into_inner()) = Some(queue);
+    }
+
+    /// Whether beast itself is stopping or removing container `id`.
+    pub fn is_expected(&self, id: &str) -> bool {
+        self.expected.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+    }
+
+    pub fn forget_expected(&self, id: &str) {
+        self.expected.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    fn expect_exit(&self, id: &str) {
+        let mut expected = self.expected.lock().unwrap_or_else(|p| p.into_inner());
+        if expected.len() > 10_000 {
+            expected.clear(); // ids whose destroy event was missed; never grow without bound
         }
+        expected.insert(id.to_string());
+    }
+
+    /// Counts damage seen by the event stream.
+    pub fn count_heal_needed(&self) {
+        self.counters.damage.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn instance(&self) -> &str {
@@ -126,7 +178,9 @@ impl<R: Runtime> Reconciler<R> {
     pub async fn reconcile(&self, name: &str) -> Result<(), ReconcileError> {
         let result = self.reconcile_inner(name).await;
         self.note_engine(&result);
+        self.counters.reconciles.fetch_add(1, Ordering::Relaxed);
         if let Err(err) = &result {
+            self.counters.reconcile_failures.fetch_add(1, Ordering::Relaxed);
             self.status.update(name, |s| {
                 let running = s.containers.iter().any(|c| c.state == "running");
                 s.phase = if running { Phase::Degraded } else { Phase::Failed };
@@ -165,17 +219,32 @@ impl<R: Runtime> Reconciler<R> {
         let refs: Vec<&Observed> = observed.iter().collect();
         let ops = plan_challenge(self.instance(), &wants, &refs);
 
-        if !ops.is_empty() {
-            if entry.is_some() {
-                self.status.update(name, |s| s.phase = Phase::Deploying);
-            }
-            for op in &ops {
-                tracing::info!(challenge = %name, op = %describe(op), "applying");
-            }
+        // A corrective op on a challenge whose current generation had converged is a heal.
+        let healing = entry.as_ref().is_some_and(|e| {
+            self.status.get(name).is_some_and(|s| s.observed_generation == e.generation && e.generation > 0)
+        });
+        if !ops.is_empty() && entry.is_some() {
+            self.status.update(name, |s| s.phase = Phase::Deploying);
         }
         let mut first_error = None;
         for op in ops {
-            if let Err(err) = self.execute(&op, &specs).await {
+            tracing::info!(challenge = %name, op = %describe(&op), "applying");
+            let result = self.execute(&op, &specs).await;
+            if healing && result.is_ok() && matches!(op, Op::Create { .. } | Op::Start { .. } | Op::Unpause { .. }) {
+                self.counters.heals.fetch_add(1, Ordering::Relaxed);
+            }
+            if entry.is_some() {
+                let (reason, warning) = match &result {
+                    Ok(()) => (op_reason(&op, healing), false),
+                    Err(_) => ("Failed", true),
+                };
+                let message = match &result {
+                    Ok(()) => describe(&op),
+                    Err(err) => format!("{}: {err}", describe(&op)),
+                };
+                self.status.update(name, |s| s.event(warning, reason, message));
+            }
+            if let Err(err) = result {
                 tracing::warn!(challenge = %name, error = %err, "operation failed");
                 first_error.get_or_insert(err);
             }
@@ -183,6 +252,7 @@ impl<R: Runtime> Reconciler<R> {
 
         match &entry {
             None => {
+                self.prober.forget(name);
                 self.status.remove(name);
                 if self.ports().release(name, 0) {
                     self.ports().save()?;
@@ -292,6 +362,7 @@ impl<R: Runtime> Reconciler<R> {
         let grace = self.settings.stop_grace;
         match op {
             Op::Remove { target, .. } => {
+                self.expect_exit(&target.id);
                 self.runtime.remove(&target.id).await.map_err(rt("remove", &target.name))
             }
             Op::Start { target, .. } => self.runtime.start(&target.id).await.map_err(rt("start", &target.name)),
@@ -304,10 +375,15 @@ impl<R: Runtime> Reconciler<R> {
             }
             Op::Replace { replica, old, .. } => {
                 let Some(spec) = spec_of(*replica) else { return Ok(()) };
-                // Stop first: the new container may bind the same host ports and reuse the name.
-                self.runtime.stop(&old.id, grace).await.map_err(rt("stop", &old.name))?;
+                // Park the old one under another name and stop it first: the new container
+                // reuses the name and may bind the same host ports.
+                self.expect_exit(&old.id);
                 let parked = format!("{}_replaced_{}", old.name, &old.id[..old.id.len().min(12)]);
                 self.runtime.rename(&old.id, &parked).await.map_err(rt("rename", &old.name))?;
+                if let Err(source) = self.runtime.stop(&old.id, grace).await {
+                    let _ = self.runtime.rename(&old.id, &old.name).await;
+                    return Err(ReconcileError::Runtime { action: "stop", name: old.name.clone(), source });
+                }
                 match self.create_and_start(spec).await {
                     Ok(()) => self.runtime.remove(&old.id).await.map_err(rt("remove", &parked)),
                     Err(err) => {
@@ -319,6 +395,7 @@ impl<R: Runtime> Reconciler<R> {
                         }
                         let _ = self.runtime.rename(&old.id, &old.name).await;
                         let _ = self.runtime.start(&old.id).await;
+                        self.forget_expected(&old.id);
                         Err(err)
                     }
                 }
@@ -354,7 +431,31 @@ impl<R: Runtime> Reconciler<R> {
             })
             .count();
         let is_static = entry.spec.as_ref().is_some_and(|c| c.run.is_none());
+        let healthcheck = entry.spec.as_ref().and_then(|c| c.run.as_ref()).and_then(|r| r.healthcheck.clone());
+        if let Some(me) = self.me.upgrade() {
+            let serving: Vec<Observed> =
+                observed.iter().filter(|o| o.replica().is_some_and(|r| specs.contains_key(&r))).cloned().collect();
+            self.prober.sync(&me, &entry.name, healthcheck.as_ref(), &serving);
+        }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
         self.status.update(&entry.name, |s| {
+            for c in containers.iter_mut() {
+                if let Some(h) = s.health.get(&c.id) {
+                    c.health = h.clone();
+                }
+            }
+            let verdicts: Vec<&str> = containers.iter().map(|c| c.health.as_str()).collect();
+            let healthy = if healthcheck.is_none() {
+                (Some(true), "NoHealthcheck", String::new())
+            } else if verdicts.iter().any(|h| *h == "unhealthy") {
+                (Some(false), "ProbeFailing", "a container fails its health probe".to_string())
+            } else if !verdicts.is_empty() && verdicts.iter().all(|h| *h == "healthy") {
+                (Some(true), "ProbesPassing", format!("{} container(s) pass their probe", verdicts.len()))
+            } else {
+                (None, "Probing", "waiting for the first probe results".to_string())
+            };
+            s.set_condition("Healthy", healthy.0, healthy.1, &healthy.2);
+            let unhealthy = healthy.0 == Some(false);
             s.containers = containers;
             s.set_condition("Valid", Some(entry.is_valid()), valid_reason(entry), &entry.errors.join("\n"));
             if entry.spec.is_none() {
@@ -369,8 +470,18 @@ impl<R: Runtime> Reconciler<R> {
                 s.observed_generation = entry.generation;
                 return;
             }
-            if current == wanted {
-                s.phase = Phase::Running;
+            if let Some(failed) = s.crash_loop(now) {
+                let exits = s.recent_exits.len();
+                s.phase = if failed { Phase::Failed } else { Phase::Degraded };
+                let msg = format!(
+                    "{exits} exits in the last 10 minutes; the engine restarts it with a growing delay (up to 1 minute)"
+                );
+                s.set_condition("Ready", Some(current == wanted), "CrashLoopBackOff", &msg);
+                if clean {
+                    s.observed_generation = entry.generation;
+                }
+            } else if current == wanted {
+                s.phase = if unhealthy { Phase::Degraded } else { Phase::Running };
                 s.set_condition("Ready", Some(true), "AllReplicasRunning", &format!("{current}/{wanted} replicas running"));
                 if clean {
                     s.observed_generation = entry.generation;
@@ -504,6 +615,36 @@ fn container_status(o: &Observed) -> ContainerStatus {
         state: o.state.as_str().to_string(),
         health: health.to_string(),
         ports: o.ports.clone(),
+    }
+}
+
+/// The history reason of a successful op.
+fn op_reason(op: &Op, healing: bool) -> &'static str {
+    match (op, healing) {
+        (Op::Create { .. }, true) => "Recreated",
+        (Op::Create { .. }, false) => "Created",
+        (Op::Replace { .. }, _) => "Replaced",
+        (Op::Start { .. }, _) => "Started",
+        (Op::Unpause { .. }, _) => "Unpaused",
+        (Op::Remove { .. }, _) => "Removed",
+    }
+}
+
+impl<R: Runtime> ProbeHost for Reconciler<R> {
+    type R = R;
+    fn runtime(&self) -> &Arc<R> {
+        &self.runtime
+    }
+    fn status(&self) -> &StatusBoard {
+        &self.status
+    }
+    fn expect(&self, id: &str) {
+        self.expect_exit(id);
+    }
+    fn poke(&self, challenge: &str) {
+        if let Some(queue) = self.queue.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            queue.add(challenge.to_string());
+        }
     }
 }
 

@@ -49,14 +49,50 @@ pub struct ContainerStatus {
     pub ports: Vec<PortBinding>,
 }
 
+/// How the last container of a challenge ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LastTermination {
+    pub container: String,
+    pub exit_code: i64,
+    /// `OOMKilled`, `Error`, `Completed` or `Killed`.
+    pub reason: String,
+    pub oom_killed: bool,
+    /// RFC 3339.
+    pub time: String,
+    /// The last lines the container wrote.
+    pub log_tail: Vec<String>,
+}
+
+/// Something beast saw or did, kept in the challenge's history (last [`HISTORY`] entries).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub time: String,
+    /// `Normal` or `Warning`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub reason: String,
+    pub message: String,
+}
+
+/// How many events a challenge keeps.
+pub const HISTORY: usize = 30;
+
 /// What the reconciler knows about a challenge.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RuntimeStatus {
     pub phase: Phase,
     pub observed_generation: u64,
+    /// Container exits beast did not cause, since beast started.
     pub restarts: u32,
     pub conditions: BTreeMap<String, Condition>,
     pub containers: Vec<ContainerStatus>,
+    pub last_termination: Option<LastTermination>,
+    pub events: std::collections::VecDeque<Event>,
+    /// Times (seconds since the epoch) of recent unexpected exits, for crash-loop detection.
+    pub recent_exits: std::collections::VecDeque<i64>,
+    /// Probe verdict per container id: `healthy`, `unhealthy` or `starting`.
+    pub health: BTreeMap<String, String>,
 }
 
 impl RuntimeStatus {
@@ -86,7 +122,47 @@ impl RuntimeStatus {
     pub fn condition(&self, kind: &str) -> Option<&Condition> {
         self.conditions.get(kind)
     }
+
+    /// Appends to the history, dropping the oldest beyond [`HISTORY`].
+    pub fn event(&mut self, warning: bool, reason: &str, message: String) {
+        self.events.push_back(Event {
+            time: now_rfc3339(),
+            kind: if warning { "Warning" } else { "Normal" }.to_string(),
+            reason: reason.to_string(),
+            message,
+        });
+        while self.events.len() > HISTORY {
+            self.events.pop_front();
+        }
+    }
+
+    /// Records an unexpected exit at `now` (seconds), keeping the last 10 minutes.
+    pub fn record_exit(&mut self, now: i64) {
+        self.restarts += 1;
+        self.recent_exits.push_back(now);
+        while self.recent_exits.front().is_some_and(|t| now - t > 600) {
+            self.recent_exits.pop_front();
+        }
+    }
+
+    /// Crash-loop verdict from recent exits: `Some(true)` failed (≥ 10 exits in 10 minutes),
+    /// `Some(false)` backing off (≥ 3 exits in 2 minutes), `None` no crash loop.
+    pub fn crash_loop(&self, now: i64) -> Option<bool> {
+        let in_window = |secs: i64| self.recent_exits.iter().filter(|t| now - **t <= secs).count();
+        if in_window(600) >= CRASH_LOOP_FAILED {
+            Some(true)
+        } else if in_window(120) >= CRASH_LOOP_DEGRADED {
+            Some(false)
+        } else {
+            None
+        }
+    }
 }
+
+/// Exits within 2 minutes that make a challenge `Degraded` (CrashLoopBackOff).
+pub const CRASH_LOOP_DEGRADED: usize = 3;
+/// Exits within 10 minutes that make it `Failed` (the engine keeps retrying, 1 minute apart).
+pub const CRASH_LOOP_FAILED: usize = 10;
 
 /// The current time as RFC 3339 (UTC).
 pub fn now_rfc3339() -> String {
@@ -142,6 +218,9 @@ pub struct StatusBody {
     pub restarts: u32,
     pub conditions: Vec<Condition>,
     pub containers: Vec<ContainerStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_termination: Option<LastTermination>,
+    pub events: Vec<Event>,
 }
 
 /// Merges a desired entry with what the reconciler reported. `Valid` comes from the entry.
@@ -176,6 +255,8 @@ pub fn view(entry: &Entry, runtime: Option<RuntimeStatus>) -> ChallengeStatus {
             restarts: rs.restarts,
             conditions,
             containers: rs.containers,
+            last_termination: rs.last_termination,
+            events: rs.events.into_iter().collect(),
         },
     }
 }

@@ -13,13 +13,17 @@ use bollard::models::{
     PortSummaryTypeEnum, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RestartContainerOptionsBuilder, ListImagesOptionsBuilder,
     RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
+use bollard::exec::StartExecResults;
+use bollard::models::{EventMessage, ExecConfig};
 use bollard::Docker;
+use futures::StreamExt;
 
 use super::{
-    ContainerSpec, ContainerState, ImageIndex, Observed, PortBinding, Result, Runtime, RuntimeError,
+    ContainerSpec, ContainerState, EngineEvent, EventStream, ImageIndex, Termination, Observed, PortBinding, Result, Runtime, RuntimeError,
     LABEL_CHALLENGE, LABEL_INSTANCE,
 };
 use crate::model::Protocol;
@@ -117,7 +121,28 @@ fn observed_of(summary: ContainerSummary) -> Observed {
         status: summary.status.unwrap_or_default(),
         ports,
         created: summary.created.unwrap_or_default(),
+        ip: summary
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|n| n.into_values().find_map(|e| e.ip_address.filter(|ip| !ip.is_empty()))),
     }
+}
+
+fn event_of(msg: EventMessage, instance: &str) -> Option<EngineEvent> {
+    let actor = msg.actor?;
+    let attrs = actor.attributes.unwrap_or_default();
+    if attrs.get(LABEL_INSTANCE).map(String::as_str) != Some(instance) {
+        return None;
+    }
+    Some(EngineEvent {
+        action: msg.action.unwrap_or_default(),
+        container_id: actor.id.unwrap_or_default(),
+        name: attrs.get("name").cloned().unwrap_or_default(),
+        challenge: attrs.get(LABEL_CHALLENGE).cloned(),
+        replica: attrs.get(super::LABEL_REPLICA).and_then(|r| r.parse().ok()),
+        exit_code: attrs.get("exitCode").and_then(|c| c.parse().ok()),
+        time: msg.time.unwrap_or_default(),
+    })
 }
 
 /// Translates beast's container spec into the engine's create body.
@@ -232,6 +257,69 @@ impl Runtime for DockerRuntime {
     async fn rename(&self, id: &str, name: &str) -> Result<()> {
         let options = RenameContainerOptionsBuilder::new().name(name).build();
         self.docker.rename_container(id, options).await.map_err(map_err)
+    }
+
+    async fn restart(&self, id: &str, grace: Duration) -> Result<()> {
+        let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let options = RestartContainerOptionsBuilder::new().t(seconds).build();
+        self.docker.restart_container(id, Some(options)).await.map_err(map_err)
+    }
+
+    fn events(&self, instance: &str) -> EventStream {
+        let filters: HashMap<&str, Vec<String>> = HashMap::from([
+            ("type", vec!["container".to_string()]),
+            ("label", vec![format!("{LABEL_INSTANCE}={instance}")]),
+        ]);
+        let options = EventsOptionsBuilder::new().filters(&filters).build();
+        let instance = instance.to_string();
+        self.docker
+            .events(Some(options))
+            .filter_map(move |item| {
+                let out = match item {
+                    Err(err) => Some(Err(map_err(err))),
+                    Ok(msg) => event_of(msg, &instance).map(Ok),
+                };
+                futures::future::ready(out)
+            })
+            .boxed()
+    }
+
+    async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>> {
+        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).tail(&tail.to_string()).build();
+        let chunks: Vec<_> = self.docker.logs(id, Some(options)).collect().await;
+        let mut text = String::new();
+        for chunk in chunks {
+            text.push_str(&String::from_utf8_lossy(&chunk.map_err(map_err)?.into_bytes()));
+        }
+        Ok(text.lines().map(str::to_string).collect())
+    }
+
+    async fn exec(&self, id: &str, command: &[String]) -> Result<i64> {
+        let config = ExecConfig {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(command.to_vec()),
+            ..Default::default()
+        };
+        let exec = self.docker.create_exec(id, config).await.map_err(map_err)?;
+        if let StartExecResults::Attached { mut output, .. } = self.docker.start_exec(&exec.id, None).await.map_err(map_err)? {
+            while let Some(chunk) = output.next().await {
+                chunk.map_err(map_err)?;
+            }
+        }
+        let inspected = self.docker.inspect_exec(&exec.id).await.map_err(map_err)?;
+        Ok(inspected.exit_code.unwrap_or(-1))
+    }
+
+    async fn termination(&self, id: &str) -> Result<Termination> {
+        let c = self.docker.inspect_container(id, None).await.map_err(map_err)?;
+        let state = c.state.unwrap_or_default();
+        Ok(Termination {
+            exit_code: state.exit_code.unwrap_or_default(),
+            oom_killed: state.oom_killed.unwrap_or_default(),
+            finished_at: state.finished_at.unwrap_or_default(),
+            restart_count: c.restart_count.unwrap_or_default(),
+        })
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerSpec> {

@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use super::{
-    ContainerSpec, ContainerState, ImageIndex, Observed, Result, Runtime, RuntimeError, LABEL_CHALLENGE,
+    ContainerSpec, ContainerState, EventStream, Termination, ImageIndex, Observed, Result, Runtime, RuntimeError, LABEL_CHALLENGE,
     LABEL_INSTANCE,
 };
 
@@ -96,6 +98,7 @@ impl Runtime for FakeRuntime {
                 status: "Created".to_string(),
                 ports: spec.ports.clone(),
                 created: 0,
+                ip: None,
             },
         );
         Ok(id)
@@ -115,6 +118,26 @@ impl Runtime for FakeRuntime {
 
     async fn rename(&self, id: &str, name: &str) -> Result<()> {
         self.mutate(id, |o| o.name = name.to_string())
+    }
+
+    async fn restart(&self, id: &str, _grace: Duration) -> Result<()> {
+        self.mutate(id, |o| o.state = ContainerState::Running)
+    }
+
+    fn events(&self, _instance: &str) -> EventStream {
+        futures::stream::pending().boxed()
+    }
+
+    async fn logs(&self, _id: &str, _tail: usize) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    async fn exec(&self, _id: &str, _command: &[String]) -> Result<i64> {
+        Ok(0)
+    }
+
+    async fn termination(&self, id: &str) -> Result<Termination> {
+        self.mutate(id, |_| Termination::default())
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerSpec> {

@@ -102,6 +102,8 @@ pub struct Observed {
     pub ports: Vec<PortBinding>,
     /// Creation time, seconds since the epoch.
     pub created: i64,
+    /// The container's address on its network, for beast's own health probes.
+    pub ip: Option<String>,
 }
 
 impl Observed {
@@ -150,6 +152,35 @@ pub fn normalize_ref(reference: &str) -> String {
     }
 }
 
+/// Something the engine reports about one of this instance's containers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineEvent {
+    /// The engine's action: `die`, `oom`, `destroy`, `stop`, `kill`, `pause`, `health_status: ...`.
+    pub action: String,
+    pub container_id: String,
+    /// The container's name when the event happened.
+    pub name: String,
+    pub challenge: Option<String>,
+    pub replica: Option<u32>,
+    /// `exitCode` of a `die` event.
+    pub exit_code: Option<i64>,
+    /// Seconds since the epoch.
+    pub time: i64,
+}
+
+/// How a container last ended, read back after it died (one inspect; never on the hot path).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Termination {
+    pub exit_code: i64,
+    pub oom_killed: bool,
+    /// RFC 3339.
+    pub finished_at: String,
+    pub restart_count: i64,
+}
+
+/// A stream of engine events.
+pub type EventStream = futures::stream::BoxStream<'static, Result<EngineEvent>>;
+
 /// Errors of runtime operations, classified so callers can react (404 vs conflict vs outage).
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -194,6 +225,16 @@ pub trait Runtime: Send + Sync + 'static {
     fn rename(&self, id: &str, name: &str) -> impl Future<Output = Result<()>> + Send;
     /// Force-removes a container (and its anonymous volumes).
     fn remove(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Restarts a container (stop with `grace`, then start).
+    fn restart(&self, id: &str, grace: Duration) -> impl Future<Output = Result<()>> + Send;
+    /// Container events of `instance`, from now on. Ends or errors when the connection breaks.
+    fn events(&self, instance: &str) -> EventStream;
+    /// The last `tail` lines of a container's output (stdout and stderr).
+    fn logs(&self, id: &str, tail: usize) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Runs `command` inside a running container and returns its exit code.
+    fn exec(&self, id: &str, command: &[String]) -> impl Future<Output = Result<i64>> + Send;
+    /// How a container last ended.
+    fn termination(&self, id: &str) -> impl Future<Output = Result<Termination>> + Send;
     /// Reads back what shapes an existing container (one inspect; for `beast plan`, never on the
     /// hot path). Env holds the container's whole environment, the image's included.
     fn inspect(&self, id: &str) -> impl Future<Output = Result<ContainerSpec>> + Send;

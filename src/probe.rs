@@ -1,0 +1,216 @@
+//! Health probes run by beast itself (so they work for any image, even `FROM scratch` without a
+//! shell): one task per running container with a healthcheck, so probes of many challenges never
+//! slow each other down or the queue.
+//!
+//! After `retries` consecutive failures the container is restarted and marked unhealthy; it is
+//! healthy again when a probe passes. Verdicts land in the status board; the reconciler turns
+//! them into the `Healthy` condition.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use crate::model::{Healthcheck, Probe};
+use crate::runtime::{ContainerState, Observed, Runtime};
+use crate::status::StatusBoard;
+
+/// Counters of probe activity, for metrics.
+#[derive(Default)]
+pub struct ProbeCounters {
+    pub failures: AtomicU64,
+    pub restarts: AtomicU64,
+}
+
+/// What a probe task needs from the rest of beast.
+pub trait ProbeHost: Send + Sync + 'static {
+    type R: Runtime;
+    fn runtime(&self) -> &Arc<Self::R>;
+    fn status(&self) -> &StatusBoard;
+    /// Marks a container as being restarted by beast (its exit is not a crash).
+    fn expect(&self, id: &str);
+    /// Asks for the challenge to be reconciled.
+    fn poke(&self, challenge: &str);
+}
+
+/// The running probe tasks, by container id.
+#[derive(Default)]
+pub struct Prober {
+    tasks: Mutex<HashMap<String, (JoinHandle<()>, Healthcheck)>>,
+    pub counters: Arc<ProbeCounters>,
+}
+
+impl Prober {
+    /// Makes the probe tasks of `challenge` match its running containers: starts missing ones,
+    /// stops those whose container is gone or whose healthcheck changed.
+    pub fn sync<H: ProbeHost>(&self, host: &Arc<H>, challenge: &str, hc: Option<&Healthcheck>, containers: &[Observed]) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let wanted: HashMap<&str, &Observed> = match hc {
+            Some(_) => containers
+                .iter()
+                .filter(|o| matches!(o.state, ContainerState::Running | ContainerState::Restarting))
+                .map(|o| (o.id.as_str(), o))
+                .collect(),
+            None => HashMap::new(),
+        };
+        let prefix = format!("{challenge}/");
+        let mine: Vec<String> = tasks.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
+        for key in mine {
+            let id = &key[prefix.len()..];
+            let keep = wanted.contains_key(id) && tasks.get(&key).map(|(_, h)| Some(h)) == Some(hc);
+            if !keep {
+                if let Some((task, _)) = tasks.remove(&key) {
+                    task.abort();
+                }
+                host.status().update(challenge, |s| {
+                    s.health.remove(id);
+                });
+            }
+        }
+        let Some(hc) = hc else { return };
+        for (id, o) in wanted {
+            let key = format!("{prefix}{id}");
+            if tasks.contains_key(&key) {
+                continue;
+            }
+            host.status().update(challenge, |s| {
+                s.health.entry(id.to_string()).or_insert_with(|| "starting".into());
+            });
+            let task = tokio::spawn(probe_loop(
+                host.clone(),
+                self.counters.clone(),
+                challenge.to_string(),
+                o.clone(),
+                hc.clone(),
+            ));
+            tasks.insert(key, (task, hc.clone()));
+        }
+    }
+
+    /// Stops every probe of `challenge` (it was removed).
+    pub fn forget(&self, challenge: &str) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let prefix = format!("{challenge}/");
+        tasks.retain(|k, (task, _)| {
+            let keep = !k.starts_with(&prefix);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        let tasks = self.tasks.get_mut().unwrap_or_else(|p| p.into_inner());
+        for (task, _) in tasks.values() {
+            task.abort();
+        }
+    }
+}
+
+async fn probe_loop<H: ProbeHost>(
+    host: Arc<H>,
+    counters: Arc<ProbeCounters>,
+    challenge: String,
+    container: Observed,
+    hc: Healthcheck,
+) {
+    tokio::time::sleep(hc.start_period).await;
+    let mut failures = 0u32;
+    let mut healthy: Option<bool> = None;
+    loop {
+        let verdict = match tokio::time::timeout(hc.timeout, probe_once(&host, &container, &hc.probe)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("timed out after {}", humantime::format_duration(hc.timeout))),
+        };
+        match verdict {
+            Ok(()) => {
+                failures = 0;
+                if healthy != Some(true) {
+                    healthy = Some(true);
+                    set_health(&host, &challenge, &container, "healthy", None);
+                }
+            }
+            Err(why) => {
+                failures += 1;
+                counters.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%challenge, container = %container.name, failures, %why, "probe failed");
+                if failures >= hc.retries.max(1) {
+                    healthy = Some(false);
+                    let msg = format!("{}: {} consecutive probe failures ({why}); restarting it", container.name, failures);
+                    set_health(&host, &challenge, &container, "unhealthy", Some(msg));
+                    host.expect(&container.id);
+                    counters.restarts.fetch_add(1, Ordering::Relaxed);
+                    if let Err(err) = host.runtime().restart(&container.id, Duration::from_secs(1)).await {
+                        tracing::warn!(%challenge, container = %container.name, error = %err, "restart after failed probes failed");
+                        host.poke(&challenge);
+                    }
+                    failures = 0;
+                    tokio::time::sleep(hc.start_period).await;
+                    continue;
+                }
+            }
+        }
+        tokio::time::sleep(hc.interval).await;
+    }
+}
+
+fn set_health<H: ProbeHost>(host: &Arc<H>, challenge: &str, c: &Observed, verdict: &str, warning: Option<String>) {
+    host.status().update(challenge, |s| {
+        s.health.insert(c.id.clone(), verdict.to_string());
+        match warning {
+            Some(msg) => s.event(true, "Unhealthy", msg),
+            None => s.event(false, "Healthy", format!("{} passes its probe", c.name)),
+        }
+    });
+    host.poke(challenge);
+}
+
+async fn probe_once<H: ProbeHost>(host: &Arc<H>, c: &Observed, probe: &Probe) -> Result<(), String> {
+    let addr = |port: u16| -> Result<SocketAddr, String> {
+        let ip = c.ip.as_deref().ok_or("the container has no network address")?;
+        format!("{ip}:{port}").parse().map_err(|e| format!("bad address {ip}: {e}"))
+    };
+    match probe {
+        Probe::Tcp { port } => {
+            TcpStream::connect(addr(*port)?).await.map_err(|e| format!("tcp {port}: {e}"))?;
+            Ok(())
+        }
+        Probe::Http { port, path } => http_get(addr(*port)?, path).await,
+        Probe::Exec { command } => match host.runtime().exec(&c.id, command).await {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(format!("exec exited with {code}")),
+            Err(err) => Err(format!("exec: {err}")),
+        },
+    }
+}
+
+/// A minimal HTTP/1.0 GET: healthy on a 2xx or 3xx status line.
+async fn http_get(addr: SocketAddr, path: &str) -> Result<(), String> {
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("http {addr}: {e}"))?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: beast-probe\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(|e| format!("http {addr}: {e}"))?;
+    let mut head = [0u8; 64];
+    let mut read = 0;
+    while read < 12 {
+        let n = stream.read(&mut head[read..]).await.map_err(|e| format!("http {addr}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        read += n;
+    }
+    let line = String::from_utf8_lossy(&head[..read]);
+    let code: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("not an HTTP response")?;
+    if (200..400).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("http {path} answered {code}"))
+    }
+}

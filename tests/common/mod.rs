@@ -1,0 +1,299 @@
+//! Harness for integration tests on the real Docker engine.
+//!
+//! Each test gets its own `--instance` id, manifest dir, state dir, listen port and host-port
+//! block, runs the real `beast` binary, and removes exactly its own containers (label filter on
+//! its instance id) when it ends — pass or fail.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BUSYBOX: &str = "beast-examples/busybox:1";
+
+/// Builds the images once per test run (the project's own script; nothing is pulled).
+pub fn images() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/build-images.sh");
+        let out = Command::new("bash").arg(script).output().expect("run examples/build-images.sh");
+        assert!(out.status.success(), "build-images.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    });
+}
+
+/// A block of 40 host ports per test: 0..20 for allocation, 20..40 for fixed host ports.
+fn port_block() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let pid_offset = (std::process::id() % 50) as u16 * 40 * 8;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    42000 + ((pid_offset + n * 40) % 20000)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("run docker");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn docker_ok(args: &[&str]) -> bool {
+    Command::new("docker").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+}
+
+/// One test's world.
+pub struct Env {
+    pub instance: String,
+    pub dir: tempfile::TempDir,
+    pub manifests: PathBuf,
+    pub state: PathBuf,
+    pub api: String,
+    pub listen: u16,
+    pub ports: u16,
+    pub beast: Option<Child>,
+    pub extra_cleanup: Vec<String>,
+}
+
+impl Env {
+    pub fn new(name: &str) -> Env {
+        images();
+        let dir = tempfile::tempdir().unwrap();
+        let manifests = dir.path().join("challenges");
+        std::fs::create_dir_all(&manifests).unwrap();
+        let state = dir.path().join("state");
+        let listen = free_port();
+        let instance = format!("t-{name}-{}", std::process::id());
+        Env {
+            instance,
+            manifests,
+            state,
+            api: format!("http://127.0.0.1:{listen}"),
+            listen,
+            ports: port_block(),
+            beast: None,
+            dir,
+            extra_cleanup: Vec::new(),
+        }
+    }
+
+    /// A fixed host port of this test's block (i < 20).
+    pub fn fixed_port(&self, i: u16) -> u16 {
+        self.ports + 20 + i
+    }
+
+    pub fn port_range(&self) -> String {
+        format!("{}-{}", self.ports, self.ports + 19)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let path = self.manifests.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // Write-then-rename, as editors and git do.
+        let tmp = path.with_extension("tmp~");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.manifests.join(rel)).unwrap();
+    }
+
+    pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    pub fn start_with(&mut self, extra: &[&str]) {
+        assert!(self.beast.is_none(), "beast already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("beast.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_beast"))
+            .args(["run", "--manifests"])
+            .arg(&self.manifests)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(["--instance", &self.instance, "--listen", &format!("127.0.0.1:{}", self.listen)])
+            .args(["--port-range", &self.port_range(), "--resync", "2s", "--workers", "4"])
+            .args(extra)
+            .env("BEAST_LOG", "beast=debug,info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start beast");
+        self.beast = Some(child);
+        self.wait_for("beast to answer /healthz", Duration::from_secs(20), |env| {
+            env.get_status("/healthz").map(|(code, _)| code == 200).unwrap_or(false)
+        });
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.beast.take().expect("beast running");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("beast did not exit within 20s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("beast.log")).unwrap_or_default()
+    }
+
+    pub fn get_status(&self, path: &str) -> Option<(u16, Value)> {
+        let url = format!("{}{}", self.api, path);
+        let out = Command::new("curl")
+            .args(["-s", "-m", "5", "-o", "-", "-w", "\n%{http_code}", &url])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n')?;
+        let code: u16 = code.trim().parse().ok()?;
+        let json = serde_json::from_str(body).unwrap_or(Value::Null);
+        Some((code, json))
+    }
+
+    /// The status object of a challenge (SPEC §6), if beast knows it.
+    pub fn status(&self, name: &str) -> Option<Value> {
+        match self.get_status(&format!("/api/v1/status/challenges/{name}")) {
+            Some((200, v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn phase(&self, name: &str) -> Option<String> {
+        self.status(name).and_then(|s| s["status"]["phase"].as_str().map(str::to_string))
+    }
+
+    pub fn condition(&self, name: &str, kind: &str) -> Option<Value> {
+        let s = self.status(name)?;
+        s["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind).cloned()
+    }
+
+    /// Waits until `name` is Running with all replicas up, and returns its status.
+    pub fn wait_running(&self, name: &str) -> Value {
+        self.wait_for(&format!("{name} to be Running"), Duration::from_secs(60), |env| {
+            env.phase(name).as_deref() == Some("Running")
+        });
+        self.status(name).unwrap()
+    }
+
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut check: impl FnMut(&Env) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if check(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out waiting for {what}\n--- beast log ---\n{}", self.log());
+    }
+
+    /// `name → id` of this instance's containers, any state.
+    pub fn containers(&self) -> Vec<(String, String, String)> {
+        let filter = format!("label=beast.instance={}", self.instance);
+        docker(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}} {{.ID}} {{.State}}"])
+            .lines()
+            .filter_map(|l| {
+                let mut parts = l.split_whitespace();
+                Some((parts.next()?.to_string(), parts.next()?.to_string(), parts.next()?.to_string()))
+            })
+            .collect()
+    }
+
+    pub fn container_id(&self, name: &str) -> Option<String> {
+        self.containers().into_iter().find(|(n, _, _)| n == name).map(|(_, id, _)| id)
+    }
+
+    /// Host ports of a challenge's containers, from its status.
+    pub fn host_ports(&self, name: &str) -> Vec<u16> {
+        let Some(s) = self.status(name) else { return vec![] };
+        s["status"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p["hostPort"].as_u64().map(|p| p as u16))
+            .collect()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.beast.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let filter = format!("label=beast.instance={}", self.instance);
+        let ids = docker(&["ps", "-aq", "--filter", &filter]);
+        for id in ids.lines().filter(|l| !l.is_empty()) {
+            docker_ok(&["rm", "-f", id]);
+        }
+        for name in &self.extra_cleanup {
+            docker_ok(&["rm", "-f", name]);
+        }
+    }
+}
+
+/// A manifest of a busybox challenge.
+pub fn manifest(name: &str, body: &str) -> String {
+    format!(
+        "apiVersion: beast/v1\nkind: Challenge\nmetadata:\n  name: {name}\nspec:\n  image: {BUSYBOX}\n{body}"
+    )
+}
+
+/// A TCP echo service on container port 1337.
+pub fn echo(name: &str, extra: &str) -> String {
+    manifest(
+        name,
+        &format!("  command: [nc, -ll, -p, \"1337\", -e, cat]\n  ports:\n    - port: 1337\n{extra}"),
+    )
+}
+
+/// Sends a line to 127.0.0.1:port and reads it back; retries while the service comes up.
+pub fn echo_roundtrip(port: u16) -> bool {
+    use std::io::{BufRead, BufReader, Write};
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            if s.write_all(b"ping\n").is_ok() {
+                let mut line = String::new();
+                if BufReader::new(&s).read_line(&mut line).is_ok() && line.trim() == "ping" {
+                    return true;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// GETs http://127.0.0.1:port/path and returns the body; retries while the service comes up.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let out = Command::new("curl").args(["-sf", "-m", "3", &format!("http://127.0.0.1:{port}{path}")]).output().ok()?;
+        if out.status.success() {
+            return Some(String::from_utf8_lossy(&out.stdout).to_string());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}

@@ -1,0 +1,4 @@
+mod cli;
+mod converge;
+mod ownership;
+mod resilience;
