@@ -1,3 +1,4 @@
 //! beast: a reconciliation operator for Docker that hosts CTF challenges.
 
+pub mod manifest;
 pub mod model;
