@@ -1,0 +1,624 @@
+//! Manifest files: finding them, parsing `beast/v1 Challenge` documents and validating them into
+//! `model::Challenge`s, with errors that name the file, line, column and field path.
+//!
+//! This module owns the YAML contract (SPEC §1) and nothing downstream of it: it never talks to the
+//! engine, never stores state, and never puts a flag value in an error. `raw` mirrors the YAML,
+//! `validate` checks meaning, `locate` places errors in the file.
+
+pub mod locate;
+pub mod raw;
+pub mod validate;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::model::Challenge;
+use locate::{DocIndex, Pos};
+use validate::FieldError;
+
+/// Files larger than this are refused unread.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// `$id` of the JSON schema in `manifests/challenge.schema.json`.
+pub const SCHEMA_ID: &str = "https://beast.invalid/schemas/beast-v1-challenge.schema.json";
+
+/// One problem in one manifest file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    /// How the file is named in messages (a path, or e.g. "request body").
+    pub file: String,
+    /// 1-based, absolute in the file.
+    pub line: Option<usize>,
+    /// 1-based.
+    pub col: Option<usize>,
+    /// Field path such as `spec.ports[0].port`; empty when the error is about the whole file or
+    /// document.
+    pub path: String,
+    pub message: String,
+}
+
+impl ManifestError {
+    fn file(file: &str, message: impl Into<String>) -> ManifestError {
+        ManifestError {
+            file: file.to_string(),
+            line: None,
+            col: None,
+            path: String::new(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `file:line:col: path: message`, leaving out what is unknown (`file: message`).
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.col {
+                write!(f, ":{col}")?;
+            }
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+/// What became of one YAML document of a file.
+#[derive(Debug, Clone, PartialEq)]
+// Few of these exist at a time; matching on an unboxed challenge keeps callers simple.
+#[allow(clippy::large_enum_variant)]
+pub enum DocOutcome {
+    Valid {
+        challenge: Challenge,
+        /// Line where the document's content starts.
+        line: usize,
+    },
+    Invalid {
+        /// `metadata.name` when it could be read, so the error can be attributed to a challenge.
+        name: Option<String>,
+        line: usize,
+        errors: Vec<ManifestError>,
+    },
+}
+
+impl DocOutcome {
+    /// The challenge's name, valid or not, when known.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            DocOutcome::Valid { challenge, .. } => Some(&challenge.name),
+            DocOutcome::Invalid { name, .. } => name.as_deref(),
+        }
+    }
+
+    /// Line where the document's content starts.
+    pub fn line(&self) -> usize {
+        match self {
+            DocOutcome::Valid { line, .. } | DocOutcome::Invalid { line, .. } => *line,
+        }
+    }
+}
+
+/// Every non-empty document of one file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedFile {
+    pub file: String,
+    pub docs: Vec<DocOutcome>,
+}
+
+impl ParsedFile {
+    /// All errors of all documents, in file order.
+    pub fn errors(&self) -> impl Iterator<Item = &ManifestError> {
+        self.docs.iter().flat_map(|doc| match doc {
+            DocOutcome::Invalid { errors, .. } => errors.as_slice(),
+            DocOutcome::Valid { .. } => &[],
+        })
+    }
+
+    /// The valid challenges, in file order.
+    pub fn challenges(&self) -> impl Iterator<Item = &Challenge> {
+        self.docs.iter().filter_map(|doc| match doc {
+            DocOutcome::Valid { challenge, .. } => Some(challenge),
+            DocOutcome::Invalid { .. } => None,
+        })
+    }
+
+    /// Whether every document is valid.
+    pub fn is_valid(&self) -> bool {
+        self.errors().next().is_none()
+    }
+
+    fn whole_file_error(file: &str, error: ManifestError, name: Option<String>) -> ParsedFile {
+        ParsedFile {
+            file: file.to_string(),
+            docs: vec![DocOutcome::Invalid {
+                name,
+                line: error.line.unwrap_or(1),
+                errors: vec![error],
+            }],
+        }
+    }
+}
+
+/// Parses and validates every document of `text`.
+///
+/// `display` is how the file is named in messages (e.g. its path relative to the watched dir's
+/// parent, or "request body"); `manifest_dir` is the folder relative paths resolve against; `root`
+/// is the watched directory nothing may escape.
+pub fn parse_str(text: &str, display: &str, manifest_dir: &Path, root: &Path) -> ParsedFile {
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return ParsedFile::whole_file_error(display, too_large(display), None);
+    }
+    let indexes = locate::index(text);
+
+    // Pass 1: the whole stream as plain YAML values. A syntax error (or an alias bomb hitting
+    // serde_yaml's limits) makes the whole file invalid; the iterator repeats the error forever,
+    // so stop at the first one.
+    let mut values = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        match serde_yaml::Value::deserialize(doc) {
+            Ok(value) => values.push(value),
+            Err(e) => {
+                let error = syntax_error(display, &e);
+                // The name can still be attributed when the file has one document that was
+                // indexed up to its name before the error.
+                let name = match indexes.as_slice() {
+                    [only] => only.scalar("metadata.name").map(str::to_string),
+                    _ => None,
+                };
+                return ParsedFile::whole_file_error(display, error, name);
+            }
+        }
+    }
+
+    // Pass 2: each non-empty document into the raw manifest, then validated.
+    let ctx = validate::Context { manifest_dir, root };
+    let mut docs = Vec::new();
+    for (i, (doc, value)) in serde_yaml::Deserializer::from_str(text)
+        .zip(&values)
+        .enumerate()
+    {
+        if value.is_null() {
+            continue;
+        }
+        let index = indexes.get(i);
+        let line = index.map_or(1, |d| d.line);
+        let name = value
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+            .map(str::to_string);
+        let flag = value
+            .get("spec")
+            .and_then(|s| s.get("flag"))
+            .and_then(scalar_text);
+        let place = |e: FieldError| place(display, index, e);
+        let outcome = if !value.is_mapping() {
+            let found = match value {
+                serde_yaml::Value::Sequence(_) => "a list",
+                serde_yaml::Value::Tagged(_) => "a tagged value",
+                _ => "a scalar",
+            };
+            DocOutcome::Invalid {
+                name: None,
+                line,
+                errors: vec![place(FieldError {
+                    path: String::new(),
+                    message: format!(
+                        "a document must be a mapping (a beast/v1 Challenge), found {found}"
+                    ),
+                })],
+            }
+        } else {
+            match raw::Manifest::deserialize(doc) {
+                Err(e) => {
+                    let error = serde_error(display, &e, index);
+                    DocOutcome::Invalid {
+                        name,
+                        line,
+                        errors: vec![error],
+                    }
+                }
+                Ok(manifest) => {
+                    let nulls = validate::null_strings(value);
+                    match validate::validate(&manifest, &ctx) {
+                        Ok(challenge) if nulls.is_empty() => DocOutcome::Valid { challenge, line },
+                        result => {
+                            let mut errors: Vec<ManifestError> =
+                                nulls.into_iter().map(place).collect();
+                            errors.extend(result.err().unwrap_or_default().into_iter().map(place));
+                            DocOutcome::Invalid { name, line, errors }
+                        }
+                    }
+                }
+            }
+        };
+        docs.push(redact(outcome, flag.as_deref()));
+    }
+    ParsedFile {
+        file: display.to_string(),
+        docs,
+    }
+}
+
+/// Reads and parses one manifest file. `root` is the watched directory nothing may escape;
+/// `display` names the file in messages. A file that cannot be read is an `Err`; one that is too
+/// large or not UTF-8 is an invalid document, like any other content problem.
+pub fn load_file(path: &Path, root: &Path, display: &str) -> Result<ParsedFile, ManifestError> {
+    let cannot = |e: std::io::Error| ManifestError::file(display, format!("cannot read: {e}"));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Ok(ParsedFile::whole_file_error(
+            display,
+            too_large(display),
+            None,
+        ));
+    }
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let error = ManifestError::file(
+                display,
+                format!("not valid UTF-8 (at byte {})", e.utf8_error().valid_up_to()),
+            );
+            return Ok(ParsedFile::whole_file_error(display, error, None));
+        }
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    Ok(parse_str(&text, display, dir, root))
+}
+
+/// Every `*.yaml` / `*.yml` file under `root`, recursively, sorted. Dot-files and dot-directories
+/// (`.git`) are skipped. Symlinked directories are followed only when they lead inside `root` and
+/// to a directory not visited yet (so links cannot loop or pull in outside files). Any directory
+/// that cannot be read is an error, so a caller never mistakes an unreadable tree for an empty one.
+pub fn discover(root: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+    let shown = root.display().to_string();
+    let real_root = root
+        .canonicalize()
+        .map_err(|e| ManifestError::file(&shown, format!("cannot read directory: {e}")))?;
+    if !real_root.is_dir() {
+        return Err(ManifestError::file(&shown, "not a directory"));
+    }
+    let mut visited = HashSet::from([real_root.clone()]);
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let cannot = |e: std::io::Error| {
+            ManifestError::file(
+                &dir.display().to_string(),
+                format!("cannot read directory: {e}"),
+            )
+        };
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // Removed while we walked: nothing there any more.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir != root => continue,
+            Err(e) => return Err(cannot(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(cannot)?;
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let is_dir = if kind.is_symlink() {
+                match path.canonicalize() {
+                    Ok(real) if real.is_dir() => {
+                        if real.starts_with(&real_root) && visited.insert(real) {
+                            pending.push(path);
+                        }
+                        continue;
+                    }
+                    Ok(real) => !real.is_file(),
+                    Err(_) => continue, // dangling link
+                }
+            } else {
+                kind.is_dir()
+            };
+            if is_dir {
+                if let Ok(real) = path.canonicalize() {
+                    if visited.insert(real) {
+                        pending.push(path);
+                    }
+                }
+            } else if is_manifest_name(&path) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn is_manifest_name(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
+/// The JSON schema of a manifest (draft-07, which yaml-language-server reads), with `$id` and
+/// `title`. `manifests/challenge.schema.json` is this, pretty-printed.
+pub fn json_schema() -> serde_json::Value {
+    let generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    let mut value = generator.into_root_schema_for::<raw::Manifest>().to_value();
+    if let Some(object) = value.as_object_mut() {
+        object.insert("$id".to_string(), SCHEMA_ID.into());
+        object.insert("title".to_string(), "beast/v1 Challenge".into());
+    }
+    value
+}
+
+/// For `beast validate PATH...`: parses every given file, and every manifest under every given
+/// directory. Also reports a `metadata.name` defined more than once across all of them, naming
+/// both places. The second list holds errors that belong to no parsed file (unreadable paths,
+/// duplicates).
+///
+/// A directory is its own watched root. A file given directly is checked with the current
+/// directory as its root when it lies inside it, else with its own folder.
+pub fn validate_paths(paths: &[PathBuf]) -> (Vec<ParsedFile>, Vec<ManifestError>) {
+    let cwd = std::env::current_dir()
+        .ok()
+        .and_then(|d| d.canonicalize().ok());
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut load = |path: &Path, root: &Path, errors: &mut Vec<ManifestError>| {
+        if let Ok(real) = path.canonicalize() {
+            if !seen.insert(real) {
+                return; // named twice (e.g. a file and its directory)
+            }
+        }
+        match load_file(path, root, &path.display().to_string()) {
+            Ok(parsed) => files.push(parsed),
+            Err(e) => errors.push(e),
+        }
+    };
+    for path in paths {
+        match std::fs::metadata(path) {
+            Err(e) => errors.push(ManifestError::file(
+                &path.display().to_string(),
+                format!("cannot read: {e}"),
+            )),
+            Ok(meta) if meta.is_dir() => match discover(path) {
+                Ok(found) => found.iter().for_each(|file| load(file, path, &mut errors)),
+                Err(e) => errors.push(e),
+            },
+            Ok(_) => {
+                let folder = match path.parent() {
+                    Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                let root = match (&cwd, path.canonicalize()) {
+                    (Some(cwd), Ok(real)) if real.starts_with(cwd) => cwd.clone(),
+                    _ => folder,
+                };
+                load(path, &root, &mut errors);
+            }
+        }
+    }
+    errors.extend(duplicate_names(&files));
+    (files, errors)
+}
+
+/// An error for every document whose name an earlier document (in any file) already took.
+fn duplicate_names(files: &[ParsedFile]) -> Vec<ManifestError> {
+    let mut first: BTreeMap<&str, (&str, usize)> = BTreeMap::new();
+    let mut errors = Vec::new();
+    for file in files {
+        for doc in &file.docs {
+            let Some(name) = doc.name() else { continue };
+            match first.get(name) {
+                Some((other, line)) => errors.push(ManifestError {
+                    file: file.file.clone(),
+                    line: Some(doc.line()),
+                    col: None,
+                    path: "metadata.name".to_string(),
+                    message: format!("duplicate name \"{name}\": also defined at {other}:{line}"),
+                }),
+                None => {
+                    first.insert(name, (&file.file, doc.line()));
+                }
+            }
+        }
+    }
+    errors
+}
+
+fn too_large(display: &str) -> ManifestError {
+    ManifestError::file(
+        display,
+        format!("file is larger than {} KiB", MAX_FILE_BYTES / 1024),
+    )
+}
+
+/// Text of a scalar YAML value (a flag may be written unquoted as a number).
+fn scalar_text(value: &serde_yaml::Value) -> Option<String> {
+    match value {
+        serde_yaml::Value::String(s) => Some(s.clone()),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Gives a field error its position: the key of the field, or its nearest written ancestor.
+fn place(file: &str, index: Option<&DocIndex>, e: FieldError) -> ManifestError {
+    let pos = index.and_then(|i| i.locate(&e.path));
+    ManifestError {
+        file: file.to_string(),
+        line: pos.map(|p| p.line),
+        col: pos.map(|p| p.col),
+        path: e.path,
+        message: e.message,
+    }
+}
+
+/// Turns a serde_yaml error into a `ManifestError` with a full field path. serde_yaml's message is
+/// `[container path: ]message[ at line L column C]`; for unknown and missing fields the path is
+/// completed with the field's name.
+fn serde_error(file: &str, e: &serde_yaml::Error, index: Option<&DocIndex>) -> ManifestError {
+    let location = e.location().map(|l| Pos {
+        line: l.line(),
+        col: l.column(),
+    });
+    let mut text = e.to_string();
+    if let Some(loc) = location {
+        let suffix = format!(" at line {} column {}", loc.line, loc.col);
+        if let Some(stripped) = text.strip_suffix(&suffix) {
+            text = stripped.to_string();
+        }
+    }
+    let (container, message) = match text.split_once(": ") {
+        Some((prefix, rest)) if !prefix.is_empty() && !prefix.contains(char::is_whitespace) => {
+            (prefix.to_string(), rest.to_string())
+        }
+        _ => (String::new(), text),
+    };
+    let backticked = |head: &str| {
+        message
+            .strip_prefix(head)
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_string)
+    };
+    let (path, message, pos) = if let Some(field) = backticked("unknown field `") {
+        let path = locate::join_key(&container, &field);
+        let message = match did_you_mean(&field, &message) {
+            Some(guess) => format!("unknown field `{field}`, did you mean `{guess}`?"),
+            None => message,
+        };
+        // serde_yaml points at the offending key already.
+        (path, message, location)
+    } else if let Some(field) = backticked("missing field `") {
+        let path = locate::join_key(&container, &field);
+        let pos = index.and_then(|i| i.locate(&path)).or(location);
+        (path, "required".to_string(), pos)
+    } else {
+        let pos = index
+            .filter(|_| !container.is_empty())
+            .and_then(|i| i.locate(&container))
+            .or(location);
+        (container, humanize(&message), pos)
+    };
+    ManifestError {
+        file: file.to_string(),
+        line: pos.map(|p| p.line),
+        col: pos.map(|p| p.col),
+        path,
+        message,
+    }
+}
+
+/// A YAML syntax error (or a limit serde_yaml enforces), placed where serde_yaml says.
+fn syntax_error(file: &str, e: &serde_yaml::Error) -> ManifestError {
+    let location = e.location();
+    let mut message = e.to_string();
+    if let Some(l) = &location {
+        message = message.replacen(
+            &format!(" at line {} column {}", l.line(), l.column()),
+            "",
+            1,
+        );
+    }
+    ManifestError {
+        file: file.to_string(),
+        line: location.as_ref().map(|l| l.line()),
+        col: location.as_ref().map(|l| l.column()),
+        path: String::new(),
+        message: format!("invalid YAML: {message}"),
+    }
+}
+
+/// serde's type names in plain words.
+fn humanize(message: &str) -> String {
+    let mut out = message.to_string();
+    for (from, to) in [
+        ("expected i64", "expected an integer"),
+        ("expected u64", "expected an integer"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected a mapping"),
+    ] {
+        out = out.replace(from, to);
+    }
+    if let Some(i) = out.find("expected struct ") {
+        out.truncate(i);
+        out.push_str("expected a mapping");
+    }
+    out
+}
+
+/// The closest of the `expected ...` field names in a serde unknown-field message, if close.
+fn did_you_mean(field: &str, message: &str) -> Option<String> {
+    let (_, expected) = message.split_once("expected")?;
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|candidate| {
+            (
+                edit_distance(&field.to_lowercase(), &candidate.to_lowercase()),
+                candidate,
+            )
+        })
+        .filter(|(distance, _)| *distance <= 2)
+        .min()
+        .map(|(_, candidate)| candidate.to_string())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// Replaces the flag value wherever it appears in a document's error messages (it never should;
+/// this makes sure).
+fn redact(outcome: DocOutcome, flag: Option<&str>) -> DocOutcome {
+    let Some(flag) = flag.filter(|f| f.len() >= 4) else {
+        return outcome;
+    };
+    match outcome {
+        DocOutcome::Invalid { name, line, errors } => DocOutcome::Invalid {
+            name,
+            line,
+            errors: errors
+                .into_iter()
+                .map(|mut e| {
+                    e.message = e.message.replace(flag, "<redacted>");
+                    e
+                })
+                .collect(),
+        },
+        valid => valid,
+    }
+}

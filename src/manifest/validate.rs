@@ -1,0 +1,1182 @@
+//! Meaning checks: turns a parsed `raw::Manifest` into a validated `model::Challenge`.
+//!
+//! Collects every error (not just the first), each with the field path it concerns, such as
+//! `spec.ports[0].port`. It resolves paths against the manifest's folder and refuses those that
+//! escape it (or the watched root), reading the file system only to canonicalize paths that exist.
+//! It knows nothing about files, lines or YAML: `mod.rs` places the errors with `locate`.
+//!
+//! Memory quantities: a plain integer of bytes, or an integer with a binary suffix `Ki`, `Mi`, `Gi`,
+//! `Ti` (powers of 1024). Decimal suffixes (`K`, `M`, `G`, also `k`, `m`, `g`) are refused as
+//! ambiguous: Kubernetes reads `M` as 10^6, Docker reads `m` as 2^20.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use crate::model::{
+    Attachment, BuildSpec, Challenge, Healthcheck, ImageSource, Info, PortSpec, Probe, Protocol,
+    Resources, RunSpec,
+};
+
+use super::locate::{join_index, join_key};
+use super::raw;
+
+/// The only `apiVersion` this version of beast reads.
+pub const API_VERSION: &str = "beast/v1";
+/// The only `kind` this version of beast reads.
+pub const KIND: &str = "Challenge";
+/// Docker refuses memory limits below 6 MiB.
+pub const MIN_MEMORY: i64 = 6 * 1024 * 1024;
+/// The most replicas one challenge may ask for.
+pub const MAX_REPLICAS: i64 = 64;
+/// The most CPUs one challenge may ask for.
+pub const MAX_CPUS: f64 = 1024.0;
+
+/// One problem with one field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Field path such as `spec.ports[0].port` (`""` for the whole document).
+    pub path: String,
+    pub message: String,
+}
+
+/// Where the manifest lives, for resolving relative paths.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The folder relative paths resolve against (the manifest file's folder).
+    pub manifest_dir: &'a Path,
+    /// The watched directory nothing may escape.
+    pub root: &'a Path,
+}
+
+/// Validates one manifest, returning the challenge or every error found.
+pub fn validate(m: &raw::Manifest, ctx: &Context) -> Result<Challenge, Vec<FieldError>> {
+    let mut v = Validator { errors: Vec::new() };
+    let challenge = v.manifest(m, ctx);
+    match challenge {
+        Some(c) if v.errors.is_empty() => Ok(c),
+        _ => Err(v.errors),
+    }
+}
+
+/// Whether `name` is a DNS label: `^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`.
+pub fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) => {
+            bytes.len() <= 63
+                && alnum(first)
+                && alnum(last)
+                && bytes.iter().all(|b| alnum(b) || *b == b'-')
+        }
+        _ => false,
+    }
+}
+
+/// Parses a memory quantity (see the module comment) into bytes.
+pub fn parse_memory(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(digits_end);
+    if digits.is_empty() {
+        return Err(format!(
+            "invalid quantity \"{text}\": expected bytes or an integer with Ki, Mi, Gi or Ti (e.g. \"128Mi\")"
+        ));
+    }
+    let multiplier: i64 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "K" | "k" | "M" | "m" | "G" | "g" | "T" | "t" | "KB" | "MB" | "GB" | "kb" | "mb" | "gb" => {
+            let unit = suffix.chars().next().unwrap_or('M').to_ascii_uppercase();
+            return Err(format!(
+                "ambiguous unit \"{suffix}\" in \"{text}\": write \"{digits}{unit}i\" (powers of 1024) or a plain number of bytes"
+            ));
+        }
+        s if s.starts_with('.') => {
+            return Err(format!(
+                "invalid quantity \"{text}\": use an integer with a smaller unit (e.g. \"1536Mi\" for 1.5Gi)"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "invalid quantity \"{text}\": unknown unit \"{suffix}\" (use Ki, Mi, Gi or Ti)"
+            ));
+        }
+    };
+    digits
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("quantity \"{text}\" is too large"))
+}
+
+/// Paths of null values in the string maps and lists of a manifest document. serde_yaml reads
+/// `KEY: ~` into a `String` field as `"~"`; this finds such values so they can be refused.
+pub fn null_strings(doc: &serde_yaml::Value) -> Vec<FieldError> {
+    const MAPS: [&[&str]; 3] = [
+        &["metadata", "labels"],
+        &["spec", "env"],
+        &["spec", "build", "args"],
+    ];
+    const LISTS: [&[&str]; 6] = [
+        &["spec", "tags"],
+        &["spec", "hints"],
+        &["spec", "command"],
+        &["spec", "entrypoint"],
+        &["spec", "attachments"],
+        &["spec", "healthcheck", "exec", "command"],
+    ];
+    let get = |keys: &[&str]| {
+        keys.iter()
+            .try_fold(doc, |value, key| value.get(key))
+            .map(|value| (keys.join("."), value))
+    };
+    let mut errors = Vec::new();
+    let message = "must be a string, found null (write \"\" for an empty string)";
+    for (path, value) in MAPS.iter().filter_map(|keys| get(keys)) {
+        if let serde_yaml::Value::Mapping(map) = value {
+            for (key, value) in map {
+                if let (Some(key), true) = (key.as_str(), value.is_null()) {
+                    errors.push(FieldError {
+                        path: join_key(&path, key),
+                        message: message.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    for (path, value) in LISTS.iter().filter_map(|keys| get(keys)) {
+        if let serde_yaml::Value::Sequence(items) = value {
+            for (i, item) in items.iter().enumerate() {
+                if item.is_null() {
+                    errors.push(FieldError {
+                        path: join_index(&path, i),
+                        message: message.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    errors
+}
+
+struct Validator {
+    errors: Vec<FieldError>,
+}
+
+impl Validator {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Checks `value` is in `lo..=hi`, reporting "must be lo-hi" at `path` otherwise.
+    fn range(&mut self, path: &str, value: i64, lo: i64, hi: i64) -> Option<i64> {
+        if (lo..=hi).contains(&value) {
+            Some(value)
+        } else {
+            self.error(path, format!("must be {lo}-{hi}"));
+            None
+        }
+    }
+
+    fn port(&mut self, path: &str, value: i64) -> Option<u16> {
+        self.range(path, value, 1, 65535)
+            .and_then(|p| u16::try_from(p).ok())
+    }
+
+    fn manifest(&mut self, m: &raw::Manifest, ctx: &Context) -> Option<Challenge> {
+        match m.api_version.as_deref() {
+            Some(API_VERSION) => {}
+            None => self.error("apiVersion", format!("required (must be {API_VERSION})")),
+            Some(other) => self.error(
+                "apiVersion",
+                format!("must be {API_VERSION}, not \"{other}\""),
+            ),
+        }
+        match m.kind.as_deref() {
+            Some(KIND) => {}
+            None => self.error("kind", format!("required (must be {KIND})")),
+            Some(other) => self.error("kind", format!("must be {KIND}, not \"{other}\"")),
+        }
+        let name = self.name(m.metadata.name.as_deref());
+        for key in m.metadata.labels.keys() {
+            if key.is_empty() {
+                self.error("metadata.labels", "label keys must not be empty");
+            }
+        }
+        let spec = &m.spec;
+        let info = self.info(spec);
+        if spec.flag.as_deref() == Some("") {
+            self.error("spec.flag", "must not be empty (leave it out for no flag)");
+        }
+        let run = self.run(spec, ctx);
+        let replicas = match spec.replicas {
+            None => Some(1),
+            Some(r) => self.range("spec.replicas", r, 0, MAX_REPLICAS),
+        };
+        let attachments = self.attachments(&spec.attachments, ctx);
+        Some(Challenge {
+            name: name?,
+            labels: m.metadata.labels.clone(),
+            info,
+            flag: spec.flag.clone(),
+            run: run?,
+            replicas: u32::try_from(replicas?).ok()?,
+            attachments,
+        })
+    }
+
+    fn name(&mut self, name: Option<&str>) -> Option<String> {
+        match name {
+            None | Some("") => {
+                self.error("metadata.name", "required");
+                None
+            }
+            Some(name) if is_dns_label(name) => Some(name.to_string()),
+            Some(name) => {
+                let why = if name.len() > 63 {
+                    "is longer than 63 characters".to_string()
+                } else {
+                    format!("\"{name}\" is not a DNS label")
+                };
+                self.error(
+                    "metadata.name",
+                    format!("{why}: use lowercase letters, digits and '-', starting and ending with a letter or digit"),
+                );
+                None
+            }
+        }
+    }
+
+    fn info(&mut self, spec: &raw::Spec) -> Info {
+        let points = spec.points.and_then(|p| {
+            self.range("spec.points", p, 0, i64::from(u32::MAX))
+                .and_then(|p| u32::try_from(p).ok())
+        });
+        Info {
+            description: spec.description.clone().unwrap_or_default(),
+            category: spec.category.clone().unwrap_or_default(),
+            points,
+            tags: spec.tags.clone(),
+            hints: spec.hints.clone(),
+        }
+    }
+
+    /// `Some(None)` for a valid static challenge, `None` when there were errors.
+    fn run(&mut self, spec: &raw::Spec, ctx: &Context) -> Option<Option<RunSpec>> {
+        let source = match (&spec.image, &spec.build) {
+            (Some(_), Some(_)) => {
+                self.error("spec.build", "set only one of image and build");
+                None
+            }
+            (Some(image), None) if image.trim().is_empty() => {
+                self.error("spec.image", "must not be empty");
+                None
+            }
+            (Some(image), None) => Some(ImageSource::Image(image.clone())),
+            (None, Some(build)) => self.build(build, ctx).map(ImageSource::Build),
+            (None, None) if spec.attachments.is_empty() => {
+                self.error(
+                    "spec",
+                    "needs image or build (or only attachments, for a static challenge)",
+                );
+                None
+            }
+            (None, None) => return self.static_challenge(spec).then_some(None),
+        };
+        let command = self.argv("spec.command", spec.command.as_ref());
+        let entrypoint = self.argv("spec.entrypoint", spec.entrypoint.as_ref());
+        if let Some(dir) = &spec.working_dir {
+            if !dir.starts_with('/') {
+                self.error(
+                    "spec.workingDir",
+                    "must be an absolute path inside the container",
+                );
+            }
+        }
+        self.env_keys("spec.env", &spec.env);
+        let replicas = spec.replicas.unwrap_or(1);
+        let ports = self.ports(&spec.ports, replicas);
+        let resources = match &spec.resources {
+            Some(r) => self.resources(r),
+            None => Some(Resources::default()),
+        };
+        let healthcheck = match &spec.healthcheck {
+            Some(h) => self.healthcheck(h).map(Some),
+            None => Some(None),
+        };
+        Some(Some(RunSpec {
+            source: source?,
+            command: command?,
+            entrypoint: entrypoint?,
+            working_dir: spec.working_dir.clone(),
+            env: spec.env.clone(),
+            ports: ports?,
+            resources: resources?,
+            healthcheck: healthcheck?,
+        }))
+    }
+
+    /// A static challenge runs no container: refuse fields that only shape one.
+    fn static_challenge(&mut self, spec: &raw::Spec) -> bool {
+        let before = self.errors.len();
+        let set = [
+            ("spec.command", spec.command.is_some()),
+            ("spec.entrypoint", spec.entrypoint.is_some()),
+            ("spec.workingDir", spec.working_dir.is_some()),
+            ("spec.env", !spec.env.is_empty()),
+            ("spec.ports", !spec.ports.is_empty()),
+            ("spec.resources", spec.resources.is_some()),
+            ("spec.healthcheck", spec.healthcheck.is_some()),
+        ];
+        for (path, _) in set.iter().filter(|(_, is_set)| *is_set) {
+            self.error(
+                *path,
+                "a static challenge (no image or build) runs no container; add image or build, or remove this",
+            );
+        }
+        self.errors.len() == before
+    }
+
+    fn argv(&mut self, path: &str, argv: Option<&Vec<String>>) -> Option<Option<Vec<String>>> {
+        match argv {
+            Some(list) if list.is_empty() => {
+                self.error(
+                    path,
+                    "must not be an empty list (leave it out to use the image's)",
+                );
+                None
+            }
+            other => Some(other.cloned()),
+        }
+    }
+
+    fn env_keys(&mut self, path: &str, map: &BTreeMap<String, String>) {
+        for key in map.keys() {
+            if key.is_empty() {
+                self.error(path, "variable names must not be empty");
+            } else if key.contains('=') || key.contains('\0') {
+                self.error(
+                    join_key(path, key),
+                    "variable names must not contain '=' or NUL",
+                );
+            }
+        }
+    }
+
+    fn build(&mut self, b: &raw::Build, ctx: &Context) -> Option<BuildSpec> {
+        let context_text = b.context.as_deref().unwrap_or(".");
+        let context = self.inside(
+            "spec.build.context",
+            context_text,
+            ctx.manifest_dir,
+            ctx.root,
+            "the watched directory",
+        );
+        let dockerfile_text = b.dockerfile.as_deref().unwrap_or("Dockerfile");
+        let dockerfile = match &context {
+            Some(context) => self
+                .inside(
+                    "spec.build.dockerfile",
+                    dockerfile_text,
+                    context,
+                    context,
+                    "the build context",
+                )
+                .and_then(|abs| self.relative_string("spec.build.dockerfile", &abs, context)),
+            None => None,
+        };
+        self.env_keys("spec.build.args", &b.args);
+        Some(BuildSpec {
+            context: context?,
+            dockerfile: dockerfile?,
+            args: b.args.clone(),
+        })
+    }
+
+    /// `relative` must be a relative path that, joined onto `base` and normalised (and
+    /// canonicalized if it exists), stays inside `limit`. Returns the resolved absolute path.
+    fn inside(
+        &mut self,
+        path: &str,
+        relative: &str,
+        base: &Path,
+        limit: &Path,
+        limit_name: &str,
+    ) -> Option<PathBuf> {
+        if relative.is_empty() {
+            self.error(path, "must not be empty");
+            return None;
+        }
+        if Path::new(relative).is_absolute()
+            || relative.starts_with('/')
+            || relative.starts_with('\\')
+        {
+            self.error(path, format!("must be a relative path, not \"{relative}\""));
+            return None;
+        }
+        let limit_abs = normalize(&absolute(limit));
+        let resolved = normalize(&absolute(base).join(relative));
+        if !resolved.starts_with(&limit_abs) {
+            self.error(path, format!("\"{relative}\" escapes {limit_name}"));
+            return None;
+        }
+        match (resolved.canonicalize(), limit_abs.canonicalize()) {
+            (Ok(real), Ok(real_limit)) if !real.starts_with(&real_limit) => {
+                self.error(
+                    path,
+                    format!("\"{relative}\" leads (through a symlink) outside {limit_name}"),
+                );
+                None
+            }
+            (Ok(real), Ok(_)) => Some(real),
+            _ => Some(resolved),
+        }
+    }
+
+    /// `abs` relative to `base`, with `/` separators (what the engine's build API wants).
+    fn relative_string(&mut self, path: &str, abs: &Path, base: &Path) -> Option<String> {
+        let rel = abs.strip_prefix(base).ok().map(|rel| {
+            rel.components()
+                .filter_map(|c| c.as_os_str().to_str())
+                .collect::<Vec<_>>()
+                .join("/")
+        });
+        match rel {
+            Some(rel) if !rel.is_empty() => Some(rel),
+            _ => {
+                self.error(path, "must name a file inside the build context");
+                None
+            }
+        }
+    }
+
+    fn attachments(&mut self, list: &[String], ctx: &Context) -> Vec<Attachment> {
+        let mut out: Vec<Attachment> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, name) in list.iter().enumerate() {
+            let path = join_index("spec.attachments", i);
+            let Some(abs) = self.inside(
+                &path,
+                name,
+                ctx.manifest_dir,
+                ctx.manifest_dir,
+                "the manifest's folder",
+            ) else {
+                continue;
+            };
+            let normalized = normalize(&absolute(ctx.manifest_dir).join(name));
+            let Some(rel) =
+                self.relative_string(&path, &normalized, &normalize(&absolute(ctx.manifest_dir)))
+            else {
+                continue;
+            };
+            if let Some(first) = seen.get(&rel) {
+                self.error(
+                    path,
+                    format!("duplicate of spec.attachments[{first}] (\"{rel}\")"),
+                );
+                continue;
+            }
+            seen.insert(rel.clone(), i);
+            out.push(Attachment {
+                name: rel,
+                path: abs,
+            });
+        }
+        out
+    }
+
+    fn ports(&mut self, ports: &[raw::Port], replicas: i64) -> Option<Vec<PortSpec>> {
+        let before = self.errors.len();
+        let mut out = Vec::new();
+        let mut by_port: HashMap<(u16, Protocol), usize> = HashMap::new();
+        let mut by_host: HashMap<(u16, Protocol), usize> = HashMap::new();
+        for (i, p) in ports.iter().enumerate() {
+            let base = join_index("spec.ports", i);
+            let port = self.port(&join_key(&base, "port"), p.port);
+            let host_port = p
+                .host_port
+                .and_then(|h| self.port(&join_key(&base, "hostPort"), h));
+            let protocol = match p.protocol.as_deref() {
+                None | Some("tcp") => Some(Protocol::Tcp),
+                Some("udp") => Some(Protocol::Udp),
+                Some(other) => {
+                    self.error(
+                        join_key(&base, "protocol"),
+                        format!("must be tcp or udp, not \"{other}\""),
+                    );
+                    None
+                }
+            };
+            let Some(protocol) = protocol else { continue };
+            if let Some(port) = port {
+                if let Some(first) = by_port.insert((port, protocol), i) {
+                    self.error(
+                        join_key(&base, "port"),
+                        format!("{port}/{protocol} is already published by spec.ports[{first}]"),
+                    );
+                }
+            }
+            if let Some(host) = host_port {
+                if let Some(first) = by_host.insert((host, protocol), i) {
+                    self.error(
+                        join_key(&base, "hostPort"),
+                        format!(
+                            "host port {host}/{protocol} is already used by spec.ports[{first}]"
+                        ),
+                    );
+                }
+                if replicas > 1 {
+                    self.error(
+                        join_key(&base, "hostPort"),
+                        format!(
+                            "a fixed host port cannot be shared by {replicas} replicas; omit hostPort to allocate one per replica"
+                        ),
+                    );
+                }
+            }
+            if let (Some(port), true) = (port, p.host_port.is_none() || host_port.is_some()) {
+                out.push(PortSpec {
+                    port,
+                    host_port,
+                    protocol,
+                });
+            }
+        }
+        (self.errors.len() == before).then_some(out)
+    }
+
+    fn resources(&mut self, r: &raw::Resources) -> Option<Resources> {
+        let before = self.errors.len();
+        let nano_cpus = r.cpus.and_then(|cpus| {
+            if cpus.is_finite() && cpus > 0.0 && cpus <= MAX_CPUS {
+                // In range, so the product fits an i64 exactly enough.
+                #[allow(clippy::cast_possible_truncation)]
+                Some((cpus * 1e9).round() as i64)
+            } else {
+                self.error(
+                    "spec.resources.cpus",
+                    format!("must be more than 0 and at most {MAX_CPUS}"),
+                );
+                None
+            }
+        });
+        let memory = r.memory.as_ref().and_then(|q| {
+            let bytes = match q {
+                raw::Quantity::Bytes(b) => Ok(*b),
+                raw::Quantity::Text(t) => parse_memory(t),
+            };
+            match bytes {
+                Ok(b) if b >= MIN_MEMORY => Some(b),
+                Ok(_) => {
+                    self.error(
+                        "spec.resources.memory",
+                        "must be at least 6Mi (Docker's minimum)",
+                    );
+                    None
+                }
+                Err(message) => {
+                    self.error("spec.resources.memory", message);
+                    None
+                }
+            }
+        });
+        let pids = r.pids.and_then(|p| {
+            if p >= 1 {
+                Some(p)
+            } else {
+                self.error("spec.resources.pids", "must be at least 1");
+                None
+            }
+        });
+        (self.errors.len() == before).then_some(Resources {
+            nano_cpus,
+            memory,
+            pids,
+        })
+    }
+
+    fn duration(
+        &mut self,
+        path: &str,
+        text: Option<&str>,
+        default: Duration,
+        positive: bool,
+    ) -> Option<Duration> {
+        let Some(text) = text else {
+            return Some(default);
+        };
+        match humantime::parse_duration(text) {
+            Ok(d) if positive && d.is_zero() => {
+                self.error(path, "must be more than 0");
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(
+                    path,
+                    format!("invalid duration \"{text}\": {e} (e.g. \"10s\", \"1m30s\")"),
+                );
+                None
+            }
+        }
+    }
+
+    fn healthcheck(&mut self, h: &raw::Healthcheck) -> Option<Healthcheck> {
+        let before = self.errors.len();
+        let path = "spec.healthcheck";
+        let kinds = [h.tcp.is_some(), h.http.is_some(), h.exec.is_some()];
+        let probe = match kinds.iter().filter(|set| **set).count() {
+            0 => {
+                self.error(path, "needs one probe: tcp, http or exec");
+                None
+            }
+            1 => {
+                if let Some(tcp) = &h.tcp {
+                    self.port("spec.healthcheck.tcp.port", tcp.port)
+                        .map(|port| Probe::Tcp { port })
+                } else if let Some(http) = &h.http {
+                    let port = self.port("spec.healthcheck.http.port", http.port);
+                    let probe_path = http.path.clone().unwrap_or_else(|| "/".to_string());
+                    if !probe_path.starts_with('/') {
+                        self.error("spec.healthcheck.http.path", "must start with '/'");
+                    }
+                    port.map(|port| Probe::Http {
+                        port,
+                        path: probe_path,
+                    })
+                } else if let Some(exec) = &h.exec {
+                    if exec.command.is_empty() {
+                        self.error("spec.healthcheck.exec.command", "must not be empty");
+                        None
+                    } else {
+                        Some(Probe::Exec {
+                            command: exec.command.clone(),
+                        })
+                    }
+                } else {
+                    None
+                }
+            }
+            _ => {
+                self.error(path, "set only one probe: tcp, http or exec");
+                None
+            }
+        };
+        let interval = self.duration(
+            "spec.healthcheck.interval",
+            h.interval.as_deref(),
+            Duration::from_secs(10),
+            true,
+        );
+        let timeout = self.duration(
+            "spec.healthcheck.timeout",
+            h.timeout.as_deref(),
+            Duration::from_secs(2),
+            true,
+        );
+        let start_period = self.duration(
+            "spec.healthcheck.startPeriod",
+            h.start_period.as_deref(),
+            Duration::ZERO,
+            false,
+        );
+        let retries = match h.retries {
+            None => Some(3),
+            Some(r) => self
+                .range("spec.healthcheck.retries", r, 1, i64::from(u32::MAX))
+                .and_then(|r| u32::try_from(r).ok()),
+        };
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(Healthcheck {
+            probe: probe?,
+            interval: interval?,
+            timeout: timeout?,
+            retries: retries?,
+            start_period: start_period?,
+        })
+    }
+}
+
+/// `path` made absolute against the current directory (lexically; nothing is resolved).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Lexical normalisation: drops `.`, applies `..` to the previous component (never above the root).
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(component);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "apiVersion: beast/v1\nkind: Challenge\nmetadata: {name: echo}\n";
+
+    fn raw(spec: &str) -> raw::Manifest {
+        serde_yaml::from_str(&format!("{BASE}spec:\n{spec}")).unwrap()
+    }
+
+    fn check_in(m: &raw::Manifest, dir: &Path) -> Result<Challenge, Vec<FieldError>> {
+        validate(
+            m,
+            &Context {
+                manifest_dir: dir,
+                root: dir,
+            },
+        )
+    }
+
+    fn check(spec: &str) -> Result<Challenge, Vec<FieldError>> {
+        check_in(&raw(spec), Path::new("/srv/challenges/echo"))
+    }
+
+    /// The errors as `path: message` lines.
+    fn errors(spec: &str) -> Vec<String> {
+        check(spec)
+            .expect_err("expected errors")
+            .into_iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect()
+    }
+
+    fn has(errors: &[String], needle: &str) -> bool {
+        errors.iter().any(|e| e.contains(needle))
+    }
+
+    #[test]
+    fn minimal_image_challenge() {
+        let c = check("  image: example/echo:1\n").unwrap();
+        assert_eq!(c, Challenge::with_image("echo", "example/echo:1"));
+    }
+
+    #[test]
+    fn dns_labels() {
+        for ok in ["a", "echo-tcp", "0x1", &"a".repeat(63)] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "Echo", "a_b", "a.b", &"a".repeat(64), "é"] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_and_name_errors_are_all_reported() {
+        let m: raw::Manifest = serde_yaml::from_str(
+            "apiVersion: beast/v2\nmetadata: {name: Echo_1}\nspec: {image: x}\n",
+        )
+        .unwrap();
+        let errs = check_in(&m, Path::new("/x")).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["apiVersion", "kind", "metadata.name"]);
+        assert_eq!(errs[0].message, "must be beast/v1, not \"beast/v2\"");
+        assert_eq!(errs[1].message, "required (must be Challenge)");
+        let m: raw::Manifest =
+            serde_yaml::from_str("apiVersion: beast/v1\nkind: Challenge\nspec: {image: x}\n")
+                .unwrap();
+        assert_eq!(
+            check_in(&m, Path::new("/x")).unwrap_err()[0].path,
+            "metadata.name"
+        );
+    }
+
+    #[test]
+    fn image_or_build() {
+        let e = errors("  image: x\n  build: {}\n");
+        assert_eq!(e, ["spec.build: set only one of image and build"]);
+        assert_eq!(errors("  image: ''\n"), ["spec.image: must not be empty"]);
+        assert!(has(
+            &errors("  description: hi\n"),
+            "spec: needs image or build"
+        ));
+    }
+
+    #[test]
+    fn static_challenge_has_no_run() {
+        let c = check("  attachments: [public/handout.tar.gz, ./notes.txt]\n").unwrap();
+        assert_eq!(c.run, None);
+        assert_eq!(c.attachments.len(), 2);
+        assert_eq!(c.attachments[0].name, "public/handout.tar.gz");
+        assert_eq!(
+            c.attachments[0].path,
+            PathBuf::from("/srv/challenges/echo/public/handout.tar.gz")
+        );
+        assert_eq!(c.attachments[1].name, "notes.txt");
+        let e = errors("  attachments: [a]\n  ports: [{port: 1}]\n  env: {A: b}\n");
+        assert_eq!(e.len(), 2);
+        assert!(has(&e, "spec.ports: a static challenge"));
+        assert!(has(&e, "spec.env: a static challenge"));
+    }
+
+    #[test]
+    fn attachments_stay_in_the_manifest_folder() {
+        let e = errors("  attachments: [../other/flag.txt, /etc/passwd, '', a/../../b, x, ./x]\n");
+        assert_eq!(
+            e,
+            [
+                "spec.attachments[0]: \"../other/flag.txt\" escapes the manifest's folder",
+                "spec.attachments[1]: must be a relative path, not \"/etc/passwd\"",
+                "spec.attachments[2]: must not be empty",
+                "spec.attachments[3]: \"a/../../b\" escapes the manifest's folder",
+                "spec.attachments[5]: duplicate of spec.attachments[4] (\"x\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn ports() {
+        let c = check("  image: x\n  ports:\n    - port: 1337\n      hostPort: 31337\n    - {port: 53, protocol: udp}\n    - {port: 53}\n").unwrap();
+        let ports = c.run.unwrap().ports;
+        assert_eq!(
+            ports,
+            [
+                PortSpec {
+                    port: 1337,
+                    host_port: Some(31337),
+                    protocol: Protocol::Tcp
+                },
+                PortSpec {
+                    port: 53,
+                    host_port: None,
+                    protocol: Protocol::Udp
+                },
+                PortSpec {
+                    port: 53,
+                    host_port: None,
+                    protocol: Protocol::Tcp
+                },
+            ]
+        );
+        let e = errors(
+            "  image: x\n  ports:\n    - {port: 0}\n    - {port: 70000, hostPort: -1}\n    - {port: 80, protocol: sctp}\n    - {port: 81, hostPort: 8080}\n    - {port: 81, hostPort: 8080}\n",
+        );
+        assert_eq!(
+            e,
+            [
+                "spec.ports[0].port: must be 1-65535",
+                "spec.ports[1].port: must be 1-65535",
+                "spec.ports[1].hostPort: must be 1-65535",
+                "spec.ports[2].protocol: must be tcp or udp, not \"sctp\"",
+                "spec.ports[4].port: 81/tcp is already published by spec.ports[3]",
+                "spec.ports[4].hostPort: host port 8080/tcp is already used by spec.ports[3]",
+            ]
+        );
+    }
+
+    #[test]
+    fn fixed_host_port_with_replicas() {
+        let e = errors("  image: x\n  replicas: 3\n  ports: [{port: 80, hostPort: 8080}]\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with(
+            "spec.ports[0].hostPort: a fixed host port cannot be shared by 3 replicas"
+        ));
+        assert!(e[0].ends_with("omit hostPort to allocate one per replica"));
+        assert!(check("  image: x\n  replicas: 3\n  ports: [{port: 80}]\n").is_ok());
+    }
+
+    #[test]
+    fn replicas() {
+        assert_eq!(check("  image: x\n").unwrap().replicas, 1);
+        assert_eq!(check("  image: x\n  replicas: 0\n").unwrap().replicas, 0);
+        assert_eq!(check("  image: x\n  replicas: 64\n").unwrap().replicas, 64);
+        assert_eq!(
+            errors("  image: x\n  replicas: 65\n"),
+            ["spec.replicas: must be 0-64"]
+        );
+        assert_eq!(
+            errors("  image: x\n  replicas: -1\n"),
+            ["spec.replicas: must be 0-64"]
+        );
+    }
+
+    #[test]
+    fn resources() {
+        let c = check("  image: x\n  resources: {cpus: 0.5, memory: 128Mi, pids: 128}\n").unwrap();
+        let r = c.run.unwrap().resources;
+        assert_eq!(
+            r,
+            Resources {
+                nano_cpus: Some(500_000_000),
+                memory: Some(128 << 20),
+                pids: Some(128)
+            }
+        );
+        let c = check("  image: x\n  resources: {memory: 10000000}\n").unwrap();
+        assert_eq!(c.run.unwrap().resources.memory, Some(10_000_000));
+        let e = errors("  image: x\n  resources: {cpus: 0, memory: 5Mi, pids: 0}\n");
+        assert_eq!(
+            e,
+            [
+                "spec.resources.cpus: must be more than 0 and at most 1024",
+                "spec.resources.memory: must be at least 6Mi (Docker's minimum)",
+                "spec.resources.pids: must be at least 1",
+            ]
+        );
+        assert!(has(
+            &errors("  image: x\n  resources: {cpus: 2000}\n"),
+            "at most 1024"
+        ));
+        assert!(has(
+            &errors("  image: x\n  resources: {cpus: .nan}\n"),
+            "spec.resources.cpus"
+        ));
+    }
+
+    #[test]
+    fn memory_quantities() {
+        assert_eq!(parse_memory("6291456"), Ok(6 << 20));
+        assert_eq!(parse_memory("64Ki"), Ok(64 << 10));
+        assert_eq!(parse_memory("128Mi"), Ok(128 << 20));
+        assert_eq!(parse_memory("2Gi"), Ok(2 << 30));
+        assert_eq!(parse_memory("1Ti"), Ok(1 << 40));
+        assert!(parse_memory("128M")
+            .unwrap_err()
+            .contains("write \"128Mi\""));
+        assert!(parse_memory("1g").unwrap_err().contains("write \"1Gi\""));
+        assert!(parse_memory("1.5Gi").unwrap_err().contains("1536Mi"));
+        assert!(parse_memory("lots")
+            .unwrap_err()
+            .contains("invalid quantity"));
+        assert!(parse_memory("12Pi").unwrap_err().contains("unknown unit"));
+        assert!(parse_memory("99999999999Ti")
+            .unwrap_err()
+            .contains("too large"));
+    }
+
+    #[test]
+    fn healthchecks() {
+        let c = check("  image: x\n  healthcheck: {tcp: {port: 1337}}\n").unwrap();
+        let h = c.run.unwrap().healthcheck.unwrap();
+        assert_eq!(
+            h,
+            Healthcheck {
+                probe: Probe::Tcp { port: 1337 },
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(2),
+                retries: 3,
+                start_period: Duration::ZERO,
+            }
+        );
+        let c = check("  image: x\n  healthcheck: {http: {port: 80}, interval: 1m30s, timeout: 500ms, retries: 5, startPeriod: 5s}\n").unwrap();
+        let h = c.run.unwrap().healthcheck.unwrap();
+        assert_eq!(
+            h.probe,
+            Probe::Http {
+                port: 80,
+                path: "/".into()
+            }
+        );
+        assert_eq!(
+            (h.interval, h.timeout, h.retries, h.start_period),
+            (
+                Duration::from_secs(90),
+                Duration::from_millis(500),
+                5,
+                Duration::from_secs(5)
+            )
+        );
+        let c = check("  image: x\n  healthcheck: {exec: {command: [pg_isready]}}\n").unwrap();
+        assert_eq!(
+            c.run.unwrap().healthcheck.unwrap().probe,
+            Probe::Exec {
+                command: vec!["pg_isready".into()]
+            }
+        );
+
+        assert_eq!(
+            errors("  image: x\n  healthcheck: {interval: 5s}\n"),
+            ["spec.healthcheck: needs one probe: tcp, http or exec"]
+        );
+        assert_eq!(
+            errors("  image: x\n  healthcheck: {tcp: {port: 1}, exec: {command: [a]}}\n"),
+            ["spec.healthcheck: set only one probe: tcp, http or exec"]
+        );
+        assert_eq!(
+            errors("  image: x\n  healthcheck: {http: {port: 0, path: health}, interval: 10, timeout: 0s, retries: 0, startPeriod: soon}\n"),
+            [
+                "spec.healthcheck.http.port: must be 1-65535",
+                "spec.healthcheck.http.path: must start with '/'",
+                "spec.healthcheck.interval: invalid duration \"10\": time unit needed, for example 10sec or 10ms (e.g. \"10s\", \"1m30s\")",
+                "spec.healthcheck.timeout: must be more than 0",
+                "spec.healthcheck.startPeriod: invalid duration \"soon\": expected number at 0 (e.g. \"10s\", \"1m30s\")",
+                "spec.healthcheck.retries: must be 1-4294967295",
+            ]
+        );
+        assert_eq!(
+            errors("  image: x\n  healthcheck: {exec: {command: []}}\n"),
+            ["spec.healthcheck.exec.command: must not be empty"]
+        );
+    }
+
+    #[test]
+    fn command_env_and_working_dir() {
+        let c = check("  image: x\n  command: [nc, -l]\n  entrypoint: [/bin/sh, -c]\n  workingDir: /srv\n  env: {A: '1', PORT: 8080}\n").unwrap();
+        let run = c.run.unwrap();
+        assert_eq!(run.command, Some(vec!["nc".to_string(), "-l".to_string()]));
+        assert_eq!(run.env.get("PORT").map(String::as_str), Some("8080"));
+        assert_eq!(
+            errors("  image: x\n  command: []\n  entrypoint: []\n  workingDir: srv\n  env: {'': a, 'A=B': c}\n"),
+            [
+                "spec.command: must not be an empty list (leave it out to use the image's)",
+                "spec.entrypoint: must not be an empty list (leave it out to use the image's)",
+                "spec.workingDir: must be an absolute path inside the container",
+                "spec.env: variable names must not be empty",
+                "spec.env.A=B: variable names must not contain '=' or NUL",
+            ]
+        );
+    }
+
+    #[test]
+    fn info_and_flag() {
+        let c = check("  image: x\n  description: Talk\n  category: misc\n  points: 100\n  tags: [warmup]\n  hints: [echo]\n  flag: flag{x}\n").unwrap();
+        assert_eq!(
+            c.info,
+            Info {
+                description: "Talk".into(),
+                category: "misc".into(),
+                points: Some(100),
+                tags: vec!["warmup".into()],
+                hints: vec!["echo".into()]
+            }
+        );
+        assert_eq!(c.flag.as_deref(), Some("flag{x}"));
+        assert_eq!(
+            errors("  image: x\n  points: -5\n  flag: ''\n"),
+            [
+                "spec.points: must be 0-4294967295",
+                "spec.flag: must not be empty (leave it out for no flag)"
+            ]
+        );
+    }
+
+    #[test]
+    fn build_paths_resolve_inside_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let dir = root.join("web");
+        std::fs::create_dir_all(dir.join("src/docker")).unwrap();
+        std::fs::create_dir_all(root.join("common")).unwrap();
+        let ctx = Context {
+            manifest_dir: &dir,
+            root: &root,
+        };
+        let m = raw("  build: {}\n");
+        let b = match validate(&m, &ctx).unwrap().run.unwrap().source {
+            ImageSource::Build(b) => b,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(b.context, dir);
+        assert_eq!(b.dockerfile, "Dockerfile");
+        let m =
+            raw("  build: {context: ./src, dockerfile: docker/./Dockerfile.prod, args: {V: 1}}\n");
+        let ImageSource::Build(b) = validate(&m, &ctx).unwrap().run.unwrap().source else {
+            panic!()
+        };
+        assert_eq!(
+            (b.context, b.dockerfile.as_str()),
+            (dir.join("src"), "docker/Dockerfile.prod")
+        );
+        assert_eq!(b.args.get("V").map(String::as_str), Some("1"));
+        // Outside the manifest's folder but inside the root is fine.
+        let m = raw("  build: {context: ../common}\n");
+        assert!(validate(&m, &ctx).is_ok());
+
+        let m = raw("  build: {context: ../.., dockerfile: ../Dockerfile}\n");
+        let e = validate(&m, &ctx).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            (e[0].path.as_str(), e[0].message.as_str()),
+            (
+                "spec.build.context",
+                "\"../..\" escapes the watched directory"
+            )
+        );
+        let m = raw("  build: {context: src, dockerfile: ../Dockerfile}\n");
+        let e = validate(&m, &ctx).unwrap_err();
+        assert_eq!(
+            (e[0].path.as_str(), e[0].message.as_str()),
+            (
+                "spec.build.dockerfile",
+                "\"../Dockerfile\" escapes the build context"
+            )
+        );
+        let m = raw("  build: {context: /srv}\n");
+        assert_eq!(
+            validate(&m, &ctx).unwrap_err()[0].message,
+            "must be a relative path, not \"/srv\""
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_out_of_the_root_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("escape")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("passwd")).unwrap();
+        let ctx = Context {
+            manifest_dir: &root,
+            root: &root,
+        };
+        let m = raw("  build: {context: escape}\n");
+        assert_eq!(
+            validate(&m, &ctx).unwrap_err()[0].message,
+            "\"escape\" leads (through a symlink) outside the watched directory"
+        );
+        let m = raw("  attachments: [passwd]\n");
+        assert_eq!(
+            validate(&m, &ctx).unwrap_err()[0].message,
+            "\"passwd\" leads (through a symlink) outside the manifest's folder"
+        );
+    }
+
+    #[test]
+    fn nulls_in_string_maps_and_lists() {
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str("metadata: {labels: {a: ~}}\nspec: {env: {A: ~, B: x}, tags: [a, ~], build: {args: {X: }}}\n").unwrap();
+        let paths: Vec<String> = null_strings(&doc).into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "metadata.labels.a",
+                "spec.env.A",
+                "spec.build.args.X",
+                "spec.tags[1]"
+            ]
+        );
+    }
+
+    #[test]
+    fn normalize_is_lexical() {
+        assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+        assert_eq!(normalize(Path::new("/a/../..")), PathBuf::from("/.."));
+        assert_eq!(normalize(Path::new("a/../../b")), PathBuf::from("../b"));
+    }
+}
