@@ -6,6 +6,8 @@
 //! - compose: `docker-compose up -d` of the same N services (Debian's docker-compose);
 //! - beast: `beast run` on a directory of N manifests, until all N report Running.
 //!
+//! Run it with:
+//!
 //!     cargo bench --bench converge            # N = 20 and 50, 3 rounds each (median)
 //!     BENCH_N=10 BENCH_ROUNDS=1 cargo bench --bench converge
 //!
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 
-use beast::containers::{replica_spec, Defaults};
+use beast::containers::{replica_spec, Defaults, Image};
 use beast::model::{Challenge, PortSpec, Protocol};
 use beast::runtime::docker::DockerRuntime;
 use beast::runtime::Runtime;
@@ -39,7 +41,10 @@ fn main() {
 
 async fn run() -> Result<(), String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let built = Command::new("bash").arg(root.join("examples/build-images.sh")).status().map_err(|e| e.to_string())?;
+    let built = Command::new("bash")
+        .arg(root.join("examples/build-images.sh"))
+        .status()
+        .map_err(|e| e.to_string())?;
     if !built.success() {
         return Err("examples/build-images.sh failed".into());
     }
@@ -47,10 +52,16 @@ async fn run() -> Result<(), String> {
         Ok(v) => v.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
         Err(_) => vec![20, 50],
     };
-    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
     let docker = Arc::new(DockerRuntime::connect().await.map_err(|e| e.to_string())?);
     println!("converge N challenges from empty (median of {rounds} rounds)");
-    println!("{:>4} {:>10} {:>10} {:>10} {:>12} {:>14}", "N", "floor", "compose", "beast", "beast/floor", "beast/compose");
+    println!(
+        "{:>4} {:>10} {:>10} {:>10} {:>12} {:>14}",
+        "N", "floor", "compose", "beast", "beast/floor", "beast/compose"
+    );
     for n in sizes {
         let (mut floor, mut compose, mut beast) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
@@ -61,27 +72,61 @@ async fn run() -> Result<(), String> {
         let (f, c, b) = (median(floor), median(compose), median(beast));
         println!(
             "{n:>4} {:>8.0}ms {:>8.0}ms {:>8.0}ms {:>11.2}x {:>13.2}x",
-            ms(f), ms(c), ms(b), b.as_secs_f64() / f.as_secs_f64(), b.as_secs_f64() / c.as_secs_f64()
+            ms(f),
+            ms(c),
+            ms(b),
+            b.as_secs_f64() / f.as_secs_f64(),
+            b.as_secs_f64() / c.as_secs_f64()
         );
-        println!("     per container: floor {:.0} ms, compose {:.0} ms, beast {:.0} ms",
-            ms(f) / n as f64, ms(c) / n as f64, ms(b) / n as f64);
+        println!(
+            "     per container: floor {:.0} ms, compose {:.0} ms, beast {:.0} ms",
+            ms(f) / n as f64,
+            ms(c) / n as f64,
+            ms(b) / n as f64
+        );
     }
     Ok(())
 }
 
-async fn floor_run(docker: &Arc<DockerRuntime>, n: usize, round: usize) -> Result<Duration, String> {
+async fn floor_run(
+    docker: &Arc<DockerRuntime>,
+    n: usize,
+    round: usize,
+) -> Result<Duration, String> {
     let instance = format!("bench-floor-{}-{round}", std::process::id());
     let mut c = Challenge::with_image("x", IMAGE);
-    let Some(run) = c.run.as_mut() else { return Err("no run".into()) };
+    let Some(run) = c.run.as_mut() else {
+        return Err("no run".into());
+    };
     run.command = Some(CMD.iter().map(|s| s.to_string()).collect());
-    run.ports.push(PortSpec { port: 1337, host_port: None, protocol: Protocol::Tcp });
+    run.ports.push(PortSpec {
+        port: 1337,
+        host_port: None,
+        protocol: Protocol::Tcp,
+    });
     let run = run.clone();
-    let image_id = docker.image_id(IMAGE).await.map_err(|e| e.to_string())?.ok_or("image missing")?;
+    let image_id = docker
+        .image_id(IMAGE)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("image missing")?;
     let specs: Vec<_> = (0..n)
         .map(|i| {
             let mut c = c.clone();
             c.name = format!("c{i}");
-            replica_spec(&instance, &c, &run, IMAGE, &image_id, 1, &[45000 + i as u16], &Defaults::default())
+            let image = Image {
+                reference: IMAGE,
+                id: &image_id,
+            };
+            replica_spec(
+                &instance,
+                &c,
+                &run,
+                image,
+                1,
+                &[45000 + i as u16],
+                &Defaults::default(),
+            )
         })
         .collect();
     let t = Instant::now();
@@ -156,7 +201,14 @@ fn beast_run(n: usize, round: usize) -> Result<Duration, String> {
         .arg(&manifests)
         .arg("--state-dir")
         .arg(dir.path().join("state"))
-        .args(["--instance", &instance, "--listen", &format!("127.0.0.1:{listen}"), "--port-range", "47000-47999"])
+        .args([
+            "--instance",
+            &instance,
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--port-range",
+            "47000-47999",
+        ])
         .env("BEAST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -167,7 +219,14 @@ fn beast_run(n: usize, round: usize) -> Result<Duration, String> {
     let mut took = None;
     while Instant::now() < deadline {
         let out = Command::new("docker")
-            .args(["ps", "-q", "--filter", &filter, "--filter", "status=running"])
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &filter,
+                "--filter",
+                "status=running",
+            ])
             .output()
             .map_err(|e| e.to_string())?;
         if String::from_utf8_lossy(&out.stdout).lines().count() >= n {
@@ -176,7 +235,9 @@ fn beast_run(n: usize, round: usize) -> Result<Duration, String> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     cleanup(&instance);
     took.ok_or_else(|| "beast did not converge within 120 s".to_string())
@@ -185,11 +246,21 @@ fn beast_run(n: usize, round: usize) -> Result<Duration, String> {
 /// Removes exactly this run's containers.
 fn cleanup(instance: &str) {
     let filter = format!("label=beast.instance={instance}");
-    let out = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output();
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &filter])
+        .output();
     if let Ok(out) = out {
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
         if !ids.is_empty() {
-            let _ = Command::new("docker").arg("rm").arg("-f").args(&ids).stdout(Stdio::null()).status();
+            let _ = Command::new("docker")
+                .arg("rm")
+                .arg("-f")
+                .args(&ids)
+                .stdout(Stdio::null())
+                .status();
         }
     }
 }
@@ -202,4 +273,3 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
-

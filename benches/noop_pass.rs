@@ -19,7 +19,10 @@ use beast::status::StatusBoard;
 const N: usize = 1000;
 
 fn main() {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => return eprintln!("no runtime: {err}"),
     };
@@ -35,15 +38,35 @@ async fn bench() {
         let name = format!("c{i:04}");
         let mut c = Challenge::with_image(&name, "bench/img:1");
         if let Some(run) = c.run.as_mut() {
-            run.ports.push(PortSpec { port: 1337, host_port: None, protocol: Protocol::Tcp });
+            run.ports.push(PortSpec {
+                port: 1337,
+                host_port: None,
+                protocol: Protocol::Tcp,
+            });
             run.env = BTreeMap::from([("FLAG".to_string(), format!("flag{{{i}}}"))]);
         }
-        snapshot.claims.insert(name.clone(), vec![(format!("{name}.yaml"), Claim::Valid(c))]);
+        snapshot.claims.insert(
+            name.clone(),
+            vec![(format!("{name}.yaml"), Claim::Valid(Box::new(c)))],
+        );
     }
     store.apply_dir(0, snapshot);
-    let settings = Settings { instance: "bench".into(), defaults: Defaults::default(), stop_grace: Duration::ZERO };
-    let ports = PortAllocator::in_memory(PortRange { lo: 20000, hi: 40000 });
-    let reconciler = Reconciler::new(runtime.clone(), store.clone(), StatusBoard::new(), settings, ports);
+    let settings = Settings {
+        instance: "bench".into(),
+        defaults: Defaults::default(),
+        stop_grace: Duration::ZERO,
+    };
+    let ports = PortAllocator::in_memory(PortRange {
+        lo: 20000,
+        hi: 40000,
+    });
+    let reconciler = Reconciler::new(
+        runtime.clone(),
+        store.clone(),
+        StatusBoard::new(),
+        settings,
+        ports,
+    );
 
     // Converge once (creates N containers in the fake engine).
     for name in store.names() {
@@ -63,13 +86,21 @@ async fn bench() {
         times.push(t.elapsed());
         assert!(work.is_empty(), "a converged pass found work: {work:?}");
     }
-    assert_eq!(runtime.mutations(), mutations, "a no-op pass mutated the engine");
+    assert_eq!(
+        runtime.mutations(),
+        mutations,
+        "a no-op pass mutated the engine"
+    );
     times.sort();
     let median = times[times.len() / 2];
     let p90 = times[times.len() * 9 / 10];
     println!("no-op reconcile pass over {N} challenges (fake runtime)");
-    println!("  median {:.2} ms   p90 {:.2} ms   target <= 20 ms   ({:.2}x of target)",
-        ms(median), ms(p90), ms(median) / 20.0);
+    println!(
+        "  median {:.2} ms   p90 {:.2} ms   target <= 20 ms   ({:.2}x of target)",
+        ms(median),
+        ms(p90),
+        ms(median) / 20.0
+    );
 }
 
 fn ms(d: Duration) -> f64 {

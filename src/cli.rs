@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::ports::PortRange;
 
 #[derive(Debug, Parser)]
-#[command(name = "beast", version, about = "A reconciliation operator for Docker that hosts CTF challenges")]
+#[command(
+    name = "beast",
+    version,
+    about = "A reconciliation operator for Docker that hosts CTF challenges"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -99,11 +103,15 @@ pub struct PlanArgs {
 fn parse_instance(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 40
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
         && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(s.to_string())
     } else {
-        Err("an instance id is 1-40 characters of [a-zA-Z0-9.-], starting with a letter or digit".to_string())
+        Err(
+            "an instance id is 1-40 characters of [a-zA-Z0-9.-], starting with a letter or digit"
+                .to_string(),
+        )
     }
 }

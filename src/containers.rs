@@ -12,8 +12,16 @@ use crate::runtime::{
 
 /// Capabilities kept after dropping ALL: enough for typical challenge daemons (xinetd, socat,
 /// a web server dropping privileges), nothing that reaches the host (no NET_RAW, SYS_*, MKNOD).
-pub const DEFAULT_CAPS: &[&str] =
-    &["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE"];
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "NET_BIND_SERVICE",
+];
 
 /// Operator-wide defaults applied when a manifest leaves a limit unset.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +34,11 @@ pub struct Defaults {
 
 impl Default for Defaults {
     fn default() -> Defaults {
-        Defaults { memory: 256 * 1024 * 1024, pids: 256, nano_cpus: None }
+        Defaults {
+            memory: 256 * 1024 * 1024,
+            pids: 256,
+            nano_cpus: None,
+        }
     }
 }
 
@@ -35,13 +47,19 @@ pub fn container_name(instance: &str, challenge: &str, replica: u32) -> String {
     format!("{instance}_{challenge}_{replica}")
 }
 
+/// An image as the manifest names it and as the engine identifies it.
+#[derive(Debug, Clone, Copy)]
+pub struct Image<'a> {
+    pub reference: &'a str,
+    pub id: &'a str,
+}
+
 /// The container spec of one replica. `host_ports[i]` is the host port of `run.ports[i]`.
 pub fn replica_spec(
     instance: &str,
     challenge: &Challenge,
     run: &RunSpec,
-    image: &str,
-    image_id: &str,
+    image: Image<'_>,
     replica: u32,
     host_ports: &[u16],
     defaults: &Defaults,
@@ -50,12 +68,16 @@ pub fn replica_spec(
         .ports
         .iter()
         .zip(host_ports)
-        .map(|(p, host)| PortBinding { port: p.port, host_port: *host, protocol: p.protocol })
+        .map(|(p, host)| PortBinding {
+            port: p.port,
+            host_port: *host,
+            protocol: p.protocol,
+        })
         .collect();
     let mut spec = ContainerSpec {
         name: container_name(instance, &challenge.name, replica),
-        image: image.to_string(),
-        image_id: image_id.to_string(),
+        image: image.reference.to_string(),
+        image_id: image.id.to_string(),
         command: run.command.clone(),
         entrypoint: run.entrypoint.clone(),
         working_dir: run.working_dir.clone(),
@@ -90,7 +112,10 @@ pub fn spec_hash(spec: &ContainerSpec) -> String {
 
 /// The spec-hash label of a spec built by [`replica_spec`].
 pub fn hash_of(spec: &ContainerSpec) -> &str {
-    spec.labels.get(LABEL_SPEC_HASH).map(String::as_str).unwrap_or("")
+    spec.labels
+        .get(LABEL_SPEC_HASH)
+        .map(String::as_str)
+        .unwrap_or("")
 }
 
 /// The fields that differ between a container read back from the engine and the wanted spec,
@@ -105,13 +130,25 @@ pub fn diff(old: &ContainerSpec, new: &ContainerSpec) -> Vec<String> {
     };
     field("image", short_id(&old.image_id), short_id(&new.image_id));
     if new.command.is_some() {
-        field("command", format!("{:?}", old.command), format!("{:?}", new.command));
+        field(
+            "command",
+            format!("{:?}", old.command),
+            format!("{:?}", new.command),
+        );
     }
     if new.entrypoint.is_some() {
-        field("entrypoint", format!("{:?}", old.entrypoint), format!("{:?}", new.entrypoint));
+        field(
+            "entrypoint",
+            format!("{:?}", old.entrypoint),
+            format!("{:?}", new.entrypoint),
+        );
     }
     if new.working_dir.is_some() {
-        field("workingDir", format!("{:?}", old.working_dir), format!("{:?}", new.working_dir));
+        field(
+            "workingDir",
+            format!("{:?}", old.working_dir),
+            format!("{:?}", new.working_dir),
+        );
     }
     let missing: Vec<&str> = new
         .env
@@ -119,18 +156,30 @@ pub fn diff(old: &ContainerSpec, new: &ContainerSpec) -> Vec<String> {
         .filter(|kv| !old.env.contains(kv))
         .map(|kv| kv.split_once('=').map(|(k, _)| k).unwrap_or(kv))
         .collect();
-    if !missing.is_empty() {
-        out.push(format!("env: {} changed", missing.join(", ")));
-    }
     let ports = |s: &ContainerSpec| {
-        s.ports.iter().map(|p| format!("{}:{}/{}", p.host_port, p.port, p.protocol)).collect::<Vec<_>>().join(",")
+        s.ports
+            .iter()
+            .map(|p| format!("{}:{}/{}", p.host_port, p.port, p.protocol))
+            .collect::<Vec<_>>()
+            .join(",")
     };
     field("ports", ports(old), ports(new));
     field("memory", old.memory.to_string(), new.memory.to_string());
     field("pids", old.pids.to_string(), new.pids.to_string());
-    field("cpus", format!("{:?}", old.nano_cpus), format!("{:?}", new.nano_cpus));
+    field(
+        "cpus",
+        format!("{:?}", old.nano_cpus),
+        format!("{:?}", new.nano_cpus),
+    );
     field("capAdd", old.cap_add.join(","), new.cap_add.join(","));
-    field("noNewPrivileges", old.no_new_privileges.to_string(), new.no_new_privileges.to_string());
+    field(
+        "noNewPrivileges",
+        old.no_new_privileges.to_string(),
+        new.no_new_privileges.to_string(),
+    );
+    if !missing.is_empty() {
+        out.push(format!("env: {} changed", missing.join(", ")));
+    }
     out
 }
 
@@ -144,10 +193,27 @@ mod tests {
     use super::*;
     use crate::model::{PortSpec, Protocol};
 
+    fn img(id: &str) -> Image<'_> {
+        Image {
+            reference: "img",
+            id,
+        }
+    }
+
     fn spec_for(challenge: &Challenge, host_ports: &[u16]) -> ContainerSpec {
-        let run = challenge.run.as_ref().map(|r| r.clone());
-        let run = run.unwrap_or_else(|| Challenge::with_image("x", "x").run.unwrap_or_else(|| unreachable!()));
-        replica_spec("t", challenge, &run, "img", "sha256:1", 1, host_ports, &Defaults::default())
+        let run = challenge
+            .run
+            .clone()
+            .unwrap_or_else(|| unreachable!("test challenges run"));
+        replica_spec(
+            "t",
+            challenge,
+            &run,
+            img("sha256:1"),
+            1,
+            host_ports,
+            &Defaults::default(),
+        )
     }
 
     #[test]
@@ -168,19 +234,32 @@ mod tests {
         info.info.description = "new words".into();
         info.info.points = Some(500);
         info.flag = Some("flag{x}".into());
-        assert_eq!(hash_of(&spec_for(&base, &[])), hash_of(&spec_for(&info, &[])));
+        assert_eq!(
+            hash_of(&spec_for(&base, &[])),
+            hash_of(&spec_for(&info, &[]))
+        );
 
         let mut env = base.clone();
         if let Some(run) = env.run.as_mut() {
             run.env.insert("A".into(), "1".into());
         }
-        assert_ne!(hash_of(&spec_for(&base, &[])), hash_of(&spec_for(&env, &[])));
+        assert_ne!(
+            hash_of(&spec_for(&base, &[])),
+            hash_of(&spec_for(&env, &[]))
+        );
 
         let mut ported = base.clone();
         if let Some(run) = ported.run.as_mut() {
-            run.ports.push(PortSpec { port: 80, host_port: None, protocol: Protocol::Tcp });
+            run.ports.push(PortSpec {
+                port: 80,
+                host_port: None,
+                protocol: Protocol::Tcp,
+            });
         }
-        assert_ne!(hash_of(&spec_for(&ported, &[30000])), hash_of(&spec_for(&ported, &[30001])));
+        assert_ne!(
+            hash_of(&spec_for(&ported, &[30000])),
+            hash_of(&spec_for(&ported, &[30001]))
+        );
     }
 
     #[test]
@@ -188,8 +267,8 @@ mod tests {
         let c = Challenge::with_image("echo", "img");
         let Some(run) = c.run.clone() else { return };
         let d = Defaults::default();
-        let a = replica_spec("t", &c, &run, "img", "sha256:1", 1, &[], &d);
-        let b = replica_spec("t", &c, &run, "img", "sha256:2", 1, &[], &d);
+        let a = replica_spec("t", &c, &run, img("sha256:1"), 1, &[], &d);
+        let b = replica_spec("t", &c, &run, img("sha256:2"), 1, &[], &d);
         assert_ne!(hash_of(&a), hash_of(&b));
     }
 }

@@ -51,7 +51,7 @@ impl Entry {
 /// What one document of a scanned source claims.
 #[derive(Debug, Clone)]
 pub enum Claim {
-    Valid(Challenge),
+    Valid(Box<Challenge>),
     Invalid(Vec<String>),
 }
 
@@ -101,7 +101,11 @@ impl DesiredStore {
         self.read()
             .values()
             .filter_map(|e| e.spec.as_ref()?.run.as_ref())
-            .flat_map(|run| run.ports.iter().filter_map(|p| Some((p.host_port?, p.protocol))))
+            .flat_map(|run| {
+                run.ports
+                    .iter()
+                    .filter_map(|p| Some((p.host_port?, p.protocol)))
+            })
             .collect()
     }
 
@@ -110,7 +114,8 @@ impl DesiredStore {
     pub fn apply_dir(&self, root: usize, snapshot: DirSnapshot) -> Vec<String> {
         let mut entries = self.write();
         let mut changed = BTreeSet::new();
-        let owned_by_root = |e: &Entry| matches!(&e.source, Source::Dir { root: r, .. } if *r == root);
+        let owned_by_root =
+            |e: &Entry| matches!(&e.source, Source::Dir { root: r, .. } if *r == root);
 
         // Fixed host ports claimed by valid manifests, to refuse two challenges on one port.
         let mut port_owners: BTreeMap<(u16, Protocol), BTreeSet<String>> = BTreeMap::new();
@@ -118,15 +123,26 @@ impl DesiredStore {
             if let [(_, Claim::Valid(c))] = claims.as_slice() {
                 for p in c.run.iter().flat_map(|r| &r.ports) {
                     if let Some(hp) = p.host_port {
-                        port_owners.entry((hp, p.protocol)).or_default().insert(name.clone());
+                        port_owners
+                            .entry((hp, p.protocol))
+                            .or_default()
+                            .insert(name.clone());
                     }
                 }
             }
         }
         for e in entries.values().filter(|e| !owned_by_root(e)) {
-            for p in e.spec.iter().flat_map(|c| c.run.iter()).flat_map(|r| &r.ports) {
+            for p in e
+                .spec
+                .iter()
+                .flat_map(|c| c.run.iter())
+                .flat_map(|r| &r.ports)
+            {
                 if let Some(hp) = p.host_port {
-                    port_owners.entry((hp, p.protocol)).or_default().insert(e.name.clone());
+                    port_owners
+                        .entry((hp, p.protocol))
+                        .or_default()
+                        .insert(e.name.clone());
                 }
             }
         }
@@ -137,7 +153,10 @@ impl DesiredStore {
                 [(file, claim)] => (file.clone(), claim.clone()),
                 many => {
                     let files: Vec<&str> = many.iter().map(|(f, _)| f.as_str()).collect();
-                    let msg = format!("metadata.name {name:?} is defined in more than one file: {}", files.join(", "));
+                    let msg = format!(
+                        "metadata.name {name:?} is defined in more than one file: {}",
+                        files.join(", ")
+                    );
                     let first = files.first().map(|f| f.to_string()).unwrap_or_default();
                     (first, Claim::Invalid(vec![msg]))
                 }
@@ -168,8 +187,8 @@ impl DesiredStore {
             entry.source = source;
             match claim {
                 Claim::Valid(c) => {
-                    if entry.spec.as_deref() != Some(&c) {
-                        entry.spec = Some(Arc::new(c));
+                    if entry.spec.as_deref() != Some(&*c) {
+                        entry.spec = Some(Arc::new(*c));
                         entry.generation += 1;
                     }
                     entry.errors.clear();
@@ -188,8 +207,12 @@ impl DesiredStore {
             .map(|e| e.name.clone())
             .collect();
         for name in unclaimed {
-            let Some(entry) = entries.get_mut(&name) else { continue };
-            let Source::Dir { file, .. } = &entry.source else { continue };
+            let Some(entry) = entries.get_mut(&name) else {
+                continue;
+            };
+            let Source::Dir { file, .. } = &entry.source else {
+                continue;
+            };
             match snapshot.file_errors.get(file) {
                 // Its file still exists but is broken: keep the last valid spec, show the error.
                 Some(errors) => {
@@ -216,7 +239,10 @@ impl DesiredStore {
     }
 }
 
-fn port_conflict(c: &Challenge, owners: &BTreeMap<(u16, Protocol), BTreeSet<String>>) -> Option<String> {
+fn port_conflict(
+    c: &Challenge,
+    owners: &BTreeMap<(u16, Protocol), BTreeSet<String>>,
+) -> Option<String> {
     for (i, p) in c.run.iter().flat_map(|r| r.ports.iter()).enumerate() {
         let Some(hp) = p.host_port else { continue };
         let others: Vec<&str> = owners
@@ -246,24 +272,36 @@ mod tests {
     fn snap(claims: &[(&str, &str, Claim)], file_errors: &[(&str, &str)]) -> DirSnapshot {
         let mut s = DirSnapshot::default();
         for (name, file, claim) in claims {
-            s.claims.entry(name.to_string()).or_default().push((file.to_string(), claim.clone()));
+            s.claims
+                .entry(name.to_string())
+                .or_default()
+                .push((file.to_string(), claim.clone()));
         }
         for (file, err) in file_errors {
-            s.file_errors.entry(file.to_string()).or_default().push(err.to_string());
+            s.file_errors
+                .entry(file.to_string())
+                .or_default()
+                .push(err.to_string());
         }
         s
     }
 
     fn valid(name: &str, image: &str) -> Claim {
-        Claim::Valid(Challenge::with_image(name, image))
+        Claim::Valid(Box::new(Challenge::with_image(name, image)))
     }
 
     #[test]
     fn a_valid_scan_adds_and_a_missing_file_prunes() {
         let store = DesiredStore::new();
-        assert_eq!(store.apply_dir(0, snap(&[("a", "a.yaml", valid("a", "x"))], &[])), vec!["a"]);
+        assert_eq!(
+            store.apply_dir(0, snap(&[("a", "a.yaml", valid("a", "x"))], &[])),
+            vec!["a"]
+        );
         assert_eq!(store.get("a").unwrap().generation, 1);
-        assert_eq!(store.apply_dir(0, snap(&[("a", "a.yaml", valid("a", "x"))], &[])), Vec::<String>::new());
+        assert_eq!(
+            store.apply_dir(0, snap(&[("a", "a.yaml", valid("a", "x"))], &[])),
+            Vec::<String>::new()
+        );
         assert_eq!(store.apply_dir(0, snap(&[], &[])), vec!["a"]);
         assert!(store.get("a").is_none());
     }
@@ -272,7 +310,17 @@ mod tests {
     fn an_invalid_edit_keeps_the_last_valid_spec() {
         let store = DesiredStore::new();
         store.apply_dir(0, snap(&[("a", "a.yaml", valid("a", "x"))], &[]));
-        store.apply_dir(0, snap(&[("a", "a.yaml", Claim::Invalid(vec!["a.yaml:3:1: bad".into()]))], &[]));
+        store.apply_dir(
+            0,
+            snap(
+                &[(
+                    "a",
+                    "a.yaml",
+                    Claim::Invalid(vec!["a.yaml:3:1: bad".into()]),
+                )],
+                &[],
+            ),
+        );
         let e = store.get("a").unwrap();
         assert_eq!(e.spec.as_ref().unwrap().name, "a");
         assert_eq!(e.errors, vec!["a.yaml:3:1: bad"]);
@@ -293,10 +341,27 @@ mod tests {
     fn a_name_in_two_files_is_an_error_and_keeps_what_ran() {
         let store = DesiredStore::new();
         store.apply_dir(0, snap(&[("a", "a.yaml", valid("a", "x"))], &[]));
-        store.apply_dir(0, snap(&[("a", "a.yaml", valid("a", "x")), ("a", "b.yaml", valid("a", "y"))], &[]));
+        store.apply_dir(
+            0,
+            snap(
+                &[
+                    ("a", "a.yaml", valid("a", "x")),
+                    ("a", "b.yaml", valid("a", "y")),
+                ],
+                &[],
+            ),
+        );
         let e = store.get("a").unwrap();
         assert!(e.errors[0].contains("a.yaml, b.yaml"), "{:?}", e.errors);
-        assert_eq!(e.spec.as_ref().unwrap().run.as_ref().map(|r| r.source.clone()), Challenge::with_image("a", "x").run.map(|r| r.source));
+        assert_eq!(
+            e.spec
+                .as_ref()
+                .unwrap()
+                .run
+                .as_ref()
+                .map(|r| r.source.clone()),
+            Challenge::with_image("a", "x").run.map(|r| r.source)
+        );
     }
 
     #[test]
@@ -305,11 +370,24 @@ mod tests {
         let with_port = |name: &str| {
             let mut c = Challenge::with_image(name, "x");
             if let Some(run) = c.run.as_mut() {
-                run.ports.push(PortSpec { port: 80, host_port: Some(31337), protocol: Protocol::Tcp });
+                run.ports.push(PortSpec {
+                    port: 80,
+                    host_port: Some(31337),
+                    protocol: Protocol::Tcp,
+                });
             }
-            Claim::Valid(c)
+            Claim::Valid(Box::new(c))
         };
-        store.apply_dir(0, snap(&[("a", "a.yaml", with_port("a")), ("b", "b.yaml", with_port("b"))], &[]));
+        store.apply_dir(
+            0,
+            snap(
+                &[
+                    ("a", "a.yaml", with_port("a")),
+                    ("b", "b.yaml", with_port("b")),
+                ],
+                &[],
+            ),
+        );
         assert!(!store.get("a").unwrap().is_valid());
         assert!(!store.get("b").unwrap().is_valid());
         assert!(store.get("a").unwrap().spec.is_none());

@@ -27,20 +27,35 @@ impl Summary {
 }
 
 /// Renders the plan as text.
-pub async fn render<R: Runtime>(reconciler: &Reconciler<R>) -> Result<(String, Summary), RuntimeError> {
+pub async fn render<R: Runtime>(
+    reconciler: &Reconciler<R>,
+) -> Result<(String, Summary), RuntimeError> {
     let plan = reconciler.dry_run().await?;
     let mut out = String::new();
     let mut sum = Summary::default();
     let total = reconciler.store.len();
-    let in_sync = reconciler.store.names().iter().filter(|n| !plan.contains_key(*n)).count();
+    let in_sync = reconciler
+        .store
+        .names()
+        .iter()
+        .filter(|n| !plan.contains_key(*n))
+        .count();
     for entry in reconciler.store.snapshot().iter().filter(|e| !e.is_valid()) {
-        let _ = writeln!(out, "{}: invalid (the last valid spec stays deployed)", entry.name);
+        let _ = writeln!(
+            out,
+            "{}: invalid (the last valid spec stays deployed)",
+            entry.name
+        );
         for e in &entry.errors {
             let _ = writeln!(out, "  ! {e}");
         }
     }
     for (name, ops) in &plan {
-        let label = if name.is_empty() { "(unlabelled containers of this instance)" } else { name };
+        let label = if name.is_empty() {
+            "(unlabelled containers of this instance)"
+        } else {
+            name
+        };
         let _ = writeln!(out, "{label}:");
         match ops {
             Err(err) => {
@@ -68,7 +83,12 @@ pub async fn render<R: Runtime>(reconciler: &Reconciler<R>) -> Result<(String, S
                         }
                     };
                     let _ = writeln!(out, "  {mark} {}", describe(op));
-                    if let Op::Replace { replica, old, why: Why::SpecChanged { .. } } = op {
+                    if let Op::Replace {
+                        replica,
+                        old,
+                        why: Why::SpecChanged { .. },
+                    } = op
+                    {
                         for line in explain(reconciler, name, *replica, &old.id).await {
                             let _ = writeln!(out, "      {line}");
                         }
@@ -90,8 +110,15 @@ pub async fn render<R: Runtime>(reconciler: &Reconciler<R>) -> Result<(String, S
     Ok((out, sum))
 }
 
-async fn explain<R: Runtime>(reconciler: &Reconciler<R>, name: &str, replica: u32, id: &str) -> Vec<String> {
-    let Some(new) = reconciler.wanted_spec(name, replica).await else { return Vec::new() };
+async fn explain<R: Runtime>(
+    reconciler: &Reconciler<R>,
+    name: &str,
+    replica: u32,
+    id: &str,
+) -> Vec<String> {
+    let Some(new) = reconciler.wanted_spec(name, replica).await else {
+        return Vec::new();
+    };
     match reconciler.runtime.inspect(id).await {
         Ok(old) => {
             let fields = diff(&old, &new);

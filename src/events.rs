@@ -18,8 +18,10 @@ use crate::runtime::{EngineEvent, Runtime};
 use crate::status::{now_rfc3339, LastTermination};
 
 /// Actions that can mean damage (or its repair) and so warrant a look.
-const TRIGGERS: &[&str] =
-    &["die", "oom", "destroy", "stop", "kill", "pause", "unpause", "start", "rename", "update", "create"];
+const TRIGGERS: &[&str] = &[
+    "die", "oom", "destroy", "stop", "kill", "pause", "unpause", "start", "rename", "update",
+    "create",
+];
 
 /// Follows the engine's events until `stop` flips.
 pub async fn follow<R: Runtime>(
@@ -61,8 +63,14 @@ pub async fn follow<R: Runtime>(
     }
 }
 
-fn handle<R: Runtime>(reconciler: &Arc<Reconciler<R>>, queue: &WorkQueue<String>, event: EngineEvent) {
-    let Some(challenge) = event.challenge.clone() else { return };
+fn handle<R: Runtime>(
+    reconciler: &Arc<Reconciler<R>>,
+    queue: &WorkQueue<String>,
+    event: EngineEvent,
+) {
+    let Some(challenge) = event.challenge.clone() else {
+        return;
+    };
     let action = event.action.split(':').next().unwrap_or("").trim();
     if !TRIGGERS.contains(&action) {
         return;
@@ -73,17 +81,33 @@ fn handle<R: Runtime>(reconciler: &Arc<Reconciler<R>>, queue: &WorkQueue<String>
         match action {
             "die" => on_exit(reconciler, &challenge, &event),
             "oom" => reconciler.status.update(&challenge, |s| {
-                s.event(true, "OOMKilled", format!("{} ran out of memory", event.name));
-                if let Some(t) = s.last_termination.as_mut().filter(|t| t.container == event.name) {
+                s.event(
+                    true,
+                    "OOMKilled",
+                    format!("{} ran out of memory", event.name),
+                );
+                if let Some(t) = s
+                    .last_termination
+                    .as_mut()
+                    .filter(|t| t.container == event.name)
+                {
                     t.oom_killed = true;
                     t.reason = "OOMKilled".into();
                 }
             }),
             "destroy" => reconciler.status.update(&challenge, |s| {
-                s.event(true, "Removed", format!("{} was removed outside beast", event.name))
+                s.event(
+                    true,
+                    "Removed",
+                    format!("{} was removed outside beast", event.name),
+                )
             }),
             "stop" | "pause" => reconciler.status.update(&challenge, |s| {
-                s.event(true, "Interrupted", format!("{} was {action}ped outside beast", event.name.trim()))
+                s.event(
+                    true,
+                    "Interrupted",
+                    format!("{} was {action}ped outside beast", event.name.trim()),
+                )
             }),
             _ => {}
         }
@@ -100,7 +124,11 @@ fn on_exit<R: Runtime>(reconciler: &Arc<Reconciler<R>>, challenge: &str, event: 
     reconciler.count_heal_needed();
     reconciler.status.update(challenge, |s| {
         s.record_exit(event.time);
-        s.event(true, "Exited", format!("{} exited with code {code}", event.name));
+        s.event(
+            true,
+            "Exited",
+            format!("{} exited with code {code}", event.name),
+        );
         s.last_termination = Some(LastTermination {
             container: event.name.clone(),
             exit_code: code,
@@ -111,7 +139,11 @@ fn on_exit<R: Runtime>(reconciler: &Arc<Reconciler<R>>, challenge: &str, event: 
         });
     });
     let reconciler = reconciler.clone();
-    let (challenge, id, name) = (challenge.to_string(), event.container_id.clone(), event.name.clone());
+    let (challenge, id, name) = (
+        challenge.to_string(),
+        event.container_id.clone(),
+        event.name.clone(),
+    );
     tokio::spawn(async move {
         let termination = reconciler.runtime.termination(&id).await.ok();
         let tail = reconciler.runtime.logs(&id, 20).await.unwrap_or_default();

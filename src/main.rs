@@ -43,7 +43,9 @@ fn main() -> ExitCode {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BEAST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -51,15 +53,22 @@ fn init_logs(format: LogFormat) {
 }
 
 fn defaults(source: &SourceArgs) -> anyhow::Result<Defaults> {
-    let memory = beast::manifest::parse_memory(&source.default_memory)
+    let memory = beast::manifest::validate::parse_memory(&source.default_memory)
         .map_err(|e| anyhow::anyhow!("--default-memory: {e}"))?;
-    Ok(Defaults { memory, pids: source.default_pids, nano_cpus: None })
+    Ok(Defaults {
+        memory,
+        pids: source.default_pids,
+        nano_cpus: None,
+    })
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_logs(args.log_format);
     if args.no_auth && !args.listen.ip().is_loopback() && !args.insecure {
-        anyhow::bail!("--no-auth on the non-loopback address {} needs --insecure as well", args.listen);
+        anyhow::bail!(
+            "--no-auth on the non-loopback address {} needs --insecure as well",
+            args.listen
+        );
     }
     if !args.listen.ip().is_loopback() && !args.no_auth {
         anyhow::bail!(
@@ -73,14 +82,18 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         state_dir: args.source.state_dir.clone(),
         listen: args.listen,
         instance: args.source.instance.clone(),
-        workers: args.workers.unwrap_or_else(|| 4 * std::thread::available_parallelism().map_or(2, |n| n.get())),
+        workers: args
+            .workers
+            .unwrap_or_else(|| 4 * std::thread::available_parallelism().map_or(2, |n| n.get())),
         resync: args.resync.into(),
         port_range: args.source.port_range,
         defaults: defaults(&args.source)?,
         stop_grace: args.stop_grace.into(),
         debounce: args.debounce.into(),
     };
-    let runtime = DockerRuntime::connect().await.context("connecting to the Docker engine")?;
+    let runtime = DockerRuntime::connect()
+        .await
+        .context("connecting to the Docker engine")?;
     operator::run(config, Arc::new(runtime), shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -140,15 +153,24 @@ async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     }
     operator::rescan(&args.source.manifests, &store);
     let ports = PortAllocator::open(args.source.port_range, &args.source.state_dir)?.detached();
-    let runtime = DockerRuntime::connect().await.context("connecting to the Docker engine")?;
+    let runtime = DockerRuntime::connect()
+        .await
+        .context("connecting to the Docker engine")?;
     let settings = Settings {
         instance: args.source.instance.clone(),
         defaults: defaults(&args.source)?,
         stop_grace: std::time::Duration::from_secs(2),
     };
-    let reconciler = Reconciler::new(Arc::new(runtime), store, StatusBoard::new(), settings, ports);
-    let (text, _summary) =
-        beast::dryrun::render(reconciler.as_ref()).await.context("reading containers from the Docker engine")?;
+    let reconciler = Reconciler::new(
+        Arc::new(runtime),
+        store,
+        StatusBoard::new(),
+        settings,
+        ports,
+    );
+    let (text, _summary) = beast::dryrun::render(reconciler.as_ref())
+        .await
+        .context("reading containers from the Docker engine")?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }

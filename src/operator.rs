@@ -29,11 +29,17 @@ use crate::status::StatusBoard;
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
     #[error("state directory {path}: {source}")]
-    StateDir { path: PathBuf, source: std::io::Error },
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Ports(#[from] PortError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("API server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -60,8 +66,10 @@ pub async fn run<R: Runtime>(
     runtime: Arc<R>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), OperatorError> {
-    std::fs::create_dir_all(&config.state_dir)
-        .map_err(|source| OperatorError::StateDir { path: config.state_dir.clone(), source })?;
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| OperatorError::StateDir {
+        path: config.state_dir.clone(),
+        source,
+    })?;
     let ports = PortAllocator::open(config.port_range, &config.state_dir)?;
     let store = DesiredStore::new();
     let status = StatusBoard::new();
@@ -70,13 +78,22 @@ pub async fn run<R: Runtime>(
         defaults: config.defaults.clone(),
         stop_grace: config.stop_grace,
     };
-    let reconciler = Reconciler::new(runtime.clone(), store.clone(), status.clone(), settings, ports);
+    let reconciler = Reconciler::new(
+        runtime.clone(),
+        store.clone(),
+        status.clone(),
+        settings,
+        ports,
+    );
     let readiness = reconciler.readiness.clone();
 
     // Bind first: a port clash must fail the start, not a background task.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| OperatorError::Listen { addr: config.listen, source })?;
+        .map_err(|source| OperatorError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     tracing::info!(listen = %config.listen, instance = %config.instance, "beast is starting");
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -91,7 +108,12 @@ pub async fn run<R: Runtime>(
     reconciler.attach_queue(queue.clone());
     // Asks the resync loop for a pass now (engine events reconnected, engine came back).
     let resync_now = Arc::new(Notify::new());
-    tokio::spawn(events::follow(reconciler.clone(), queue.clone(), resync_now.clone(), stop_rx.clone()));
+    tokio::spawn(events::follow(
+        reconciler.clone(),
+        queue.clone(),
+        resync_now.clone(),
+        stop_rx.clone(),
+    ));
     // Keys of the first pass not yet reconciled once; /readyz waits for them.
     let first_pass: Arc<Mutex<Option<HashSet<String>>>> = Arc::new(Mutex::new(None));
     let workers = {
@@ -127,7 +149,12 @@ pub async fn run<R: Runtime>(
         .iter()
         .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
         .collect();
-    tokio::spawn(dir::watch(roots, burst_tx, config.debounce, Duration::from_secs(2)));
+    tokio::spawn(dir::watch(
+        roots,
+        burst_tx,
+        config.debounce,
+        Duration::from_secs(2),
+    ));
     {
         let manifests = config.manifests.clone();
         let store = store.clone();
@@ -171,7 +198,10 @@ pub async fn run<R: Runtime>(
                             first = false;
                             let mut pending = first_pass.lock().unwrap_or_else(|p| p.into_inner());
                             if names.is_empty() {
-                                reconciler.readiness.first_pass_done.store(true, Ordering::Relaxed);
+                                reconciler
+                                    .readiness
+                                    .first_pass_done
+                                    .store(true, Ordering::Relaxed);
                             }
                             *pending = Some(names.iter().cloned().collect());
                         }
@@ -210,7 +240,10 @@ pub async fn run<R: Runtime>(
         tokio::spawn(async move {
             let mut was_up = true;
             loop {
-                let up = matches!(tokio::time::timeout(Duration::from_secs(2), runtime.ping()).await, Ok(Ok(())));
+                let up = matches!(
+                    tokio::time::timeout(Duration::from_secs(2), runtime.ping()).await,
+                    Ok(Ok(()))
+                );
                 readiness.engine_up.store(up, Ordering::Relaxed);
                 if up && !was_up {
                     resync_now.notify_one();
@@ -224,7 +257,11 @@ pub async fn run<R: Runtime>(
         });
     }
 
-    let app = api::router(AppState { store: store.clone(), status: status.clone(), readiness: readiness.clone() });
+    let app = api::router(AppState {
+        store: store.clone(),
+        status: status.clone(),
+        readiness: readiness.clone(),
+    });
     let mut stop = stop_rx.clone();
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stop.changed().await;
@@ -242,7 +279,9 @@ pub fn rescan(roots: &[PathBuf], store: &DesiredStore) -> Vec<String> {
     for (i, root) in roots.iter().enumerate() {
         match dir::scan(root) {
             Ok(snapshot) => changed.extend(store.apply_dir(i, snapshot)),
-            Err(err) => tracing::warn!(error = %err, "skipping manifest directory; its challenges are kept"),
+            Err(err) => {
+                tracing::warn!(error = %err, "skipping manifest directory; its challenges are kept")
+            }
         }
     }
     changed

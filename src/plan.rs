@@ -24,7 +24,10 @@ pub struct Target {
 
 impl Target {
     fn of(o: &Observed) -> Target {
-        Target { id: o.id.clone(), name: o.name.clone() }
+        Target {
+            id: o.id.clone(),
+            name: o.name.clone(),
+        }
     }
 }
 
@@ -96,18 +99,27 @@ pub fn plan_challenge(instance: &str, wants: &[Want], observed: &[&Observed]) ->
     let wanted: BTreeMap<u32, &Want> = wants.iter().map(|w| (w.replica, w)).collect();
     let mut by_replica: BTreeMap<u32, Vec<&Observed>> = BTreeMap::new();
 
-    for o in observed.iter().copied().filter(|o| o.instance() == Some(instance)) {
+    for o in observed
+        .iter()
+        .copied()
+        .filter(|o| o.instance() == Some(instance))
+    {
         if o.state == ContainerState::Removing {
             continue; // already on its way out
         }
         match o.replica() {
-            None => removes.push(Op::Remove { target: Target::of(o), why: Why::NoReplica }),
-            Some(_) if wants.is_empty() => {
-                removes.push(Op::Remove { target: Target::of(o), why: Why::NotDesired })
-            }
-            Some(r) if !wanted.contains_key(&r) => {
-                removes.push(Op::Remove { target: Target::of(o), why: Why::ScaledDown })
-            }
+            None => removes.push(Op::Remove {
+                target: Target::of(o),
+                why: Why::NoReplica,
+            }),
+            Some(_) if wants.is_empty() => removes.push(Op::Remove {
+                target: Target::of(o),
+                why: Why::NotDesired,
+            }),
+            Some(r) if !wanted.contains_key(&r) => removes.push(Op::Remove {
+                target: Target::of(o),
+                why: Why::ScaledDown,
+            }),
             Some(r) => by_replica.entry(r).or_default().push(o),
         }
     }
@@ -123,23 +135,40 @@ pub fn plan_challenge(instance: &str, wants: &[Want], observed: &[&Observed]) ->
         candidates.sort_by_key(|o| std::cmp::Reverse(rank(o, &want.hash)));
         let keep = candidates[0];
         for dup in &candidates[1..] {
-            removes.push(Op::Remove { target: Target::of(dup), why: Why::Duplicate });
+            removes.push(Op::Remove {
+                target: Target::of(dup),
+                why: Why::Duplicate,
+            });
         }
         let hash = keep.spec_hash().unwrap_or("");
         if hash != want.hash {
-            let why = Why::SpecChanged { from: hash.to_string(), to: want.hash.clone() };
-            fixes.push(Op::Replace { replica, old: Target::of(keep), why });
+            let why = Why::SpecChanged {
+                from: hash.to_string(),
+                to: want.hash.clone(),
+            };
+            fixes.push(Op::Replace {
+                replica,
+                old: Target::of(keep),
+                why,
+            });
             continue;
         }
         match keep.state {
             ContainerState::Running | ContainerState::Restarting => {}
-            ContainerState::Paused => fixes.push(Op::Unpause { replica, target: Target::of(keep) }),
-            ContainerState::Exited | ContainerState::Created => {
-                fixes.push(Op::Start { replica, target: Target::of(keep) })
-            }
-            ContainerState::Dead | ContainerState::Unknown | ContainerState::Removing => {
-                fixes.push(Op::Replace { replica, old: Target::of(keep), why: Why::Dead })
-            }
+            ContainerState::Paused => fixes.push(Op::Unpause {
+                replica,
+                target: Target::of(keep),
+            }),
+            ContainerState::Exited | ContainerState::Created => fixes.push(Op::Start {
+                replica,
+                target: Target::of(keep),
+            }),
+            ContainerState::Dead | ContainerState::Unknown | ContainerState::Removing => fixes
+                .push(Op::Replace {
+                    replica,
+                    old: Target::of(keep),
+                    why: Why::Dead,
+                }),
         }
     }
 
@@ -149,7 +178,11 @@ pub fn plan_challenge(instance: &str, wants: &[Want], observed: &[&Observed]) ->
 
 /// Preference among several containers claiming one replica: current spec, then running, then newest.
 fn rank(o: &Observed, hash: &str) -> (bool, bool, i64) {
-    (o.spec_hash() == Some(hash), o.state == ContainerState::Running, o.created)
+    (
+        o.spec_hash() == Some(hash),
+        o.state == ContainerState::Running,
+        o.created,
+    )
 }
 
 /// Plans every challenge at once (the resync pass): `wants` by challenge name, all observed
@@ -167,7 +200,11 @@ pub fn plan_all(
             None => unlabelled.push(o),
         }
     }
-    let names: BTreeSet<&str> = wants.keys().map(String::as_str).chain(by_challenge.keys().copied()).collect();
+    let names: BTreeSet<&str> = wants
+        .keys()
+        .map(String::as_str)
+        .chain(by_challenge.keys().copied())
+        .collect();
     let mut out = BTreeMap::new();
     for name in names {
         let w = wants.get(name).map(Vec::as_slice).unwrap_or(&[]);
@@ -178,8 +215,13 @@ pub fn plan_all(
         }
     }
     // A container of this instance without a challenge label is beast's debris: remove it.
-    let debris: Vec<Op> =
-        unlabelled.into_iter().map(|o| Op::Remove { target: Target::of(o), why: Why::NotDesired }).collect();
+    let debris: Vec<Op> = unlabelled
+        .into_iter()
+        .map(|o| Op::Remove {
+            target: Target::of(o),
+            why: Why::NotDesired,
+        })
+        .collect();
     if !debris.is_empty() {
         out.insert(String::new(), debris);
     }
@@ -215,23 +257,51 @@ mod tests {
     }
 
     fn wants(n: u32, hash: &str) -> Vec<Want> {
-        (1..=n).map(|replica| Want { replica, hash: hash.into() }).collect()
+        (1..=n)
+            .map(|replica| Want {
+                replica,
+                hash: hash.into(),
+            })
+            .collect()
     }
 
     fn t(id: &str, replica: u32) -> Target {
-        Target { id: id.into(), name: format!("{I}_web_{replica}") }
+        Target {
+            id: id.into(),
+            name: format!("{I}_web_{replica}"),
+        }
     }
 
     use ContainerState::*;
 
     /// (case, wanted replicas, wanted hash, observed, expected ops)
+    type Case = (&'static str, u32, &'static str, Vec<Observed>, Vec<Op>);
+
     #[test]
     fn table() {
-        let cases: Vec<(&str, u32, &str, Vec<Observed>, Vec<Op>)> = vec![
+        let cases: Vec<Case> = vec![
             ("nothing wanted, nothing there", 0, "h", vec![], vec![]),
-            ("create from empty", 2, "h", vec![], vec![Op::Create { replica: 1 }, Op::Create { replica: 2 }]),
-            ("converged is a no-op", 1, "h", vec![c("a", 1, "h", Running)], vec![]),
-            ("restarting is left to the engine", 1, "h", vec![c("a", 1, "h", Restarting)], vec![]),
+            (
+                "create from empty",
+                2,
+                "h",
+                vec![],
+                vec![Op::Create { replica: 1 }, Op::Create { replica: 2 }],
+            ),
+            (
+                "converged is a no-op",
+                1,
+                "h",
+                vec![c("a", 1, "h", Running)],
+                vec![],
+            ),
+            (
+                "restarting is left to the engine",
+                1,
+                "h",
+                vec![c("a", 1, "h", Restarting)],
+                vec![],
+            ),
             (
                 "scale up adds the missing replicas only",
                 3,
@@ -243,10 +313,20 @@ mod tests {
                 "scale down removes the highest replicas",
                 1,
                 "h",
-                vec![c("a", 1, "h", Running), c("b", 2, "h", Running), c("c", 3, "h", Running)],
                 vec![
-                    Op::Remove { target: t("b", 2), why: Why::ScaledDown },
-                    Op::Remove { target: t("c", 3), why: Why::ScaledDown },
+                    c("a", 1, "h", Running),
+                    c("b", 2, "h", Running),
+                    c("c", 3, "h", Running),
+                ],
+                vec![
+                    Op::Remove {
+                        target: t("b", 2),
+                        why: Why::ScaledDown,
+                    },
+                    Op::Remove {
+                        target: t("c", 3),
+                        why: Why::ScaledDown,
+                    },
                 ],
             ),
             (
@@ -254,7 +334,10 @@ mod tests {
                 0,
                 "h",
                 vec![c("a", 1, "h", Running)],
-                vec![Op::Remove { target: t("a", 1), why: Why::NotDesired }],
+                vec![Op::Remove {
+                    target: t("a", 1),
+                    why: Why::NotDesired,
+                }],
             ),
             (
                 "hash change replaces (stop old before the new binds its host port)",
@@ -264,7 +347,10 @@ mod tests {
                 vec![Op::Replace {
                     replica: 1,
                     old: t("a", 1),
-                    why: Why::SpecChanged { from: "old".into(), to: "new".into() },
+                    why: Why::SpecChanged {
+                        from: "old".into(),
+                        to: "new".into(),
+                    },
                 }],
             ),
             (
@@ -272,29 +358,67 @@ mod tests {
                 1,
                 "h",
                 vec![c("a", 1, "h", Exited)],
-                vec![Op::Start { replica: 1, target: t("a", 1) }],
+                vec![Op::Start {
+                    replica: 1,
+                    target: t("a", 1),
+                }],
             ),
-            ("created is started", 1, "h", vec![c("a", 1, "h", Created)], vec![Op::Start { replica: 1, target: t("a", 1) }]),
-            ("paused is unpaused", 1, "h", vec![c("a", 1, "h", Paused)], vec![Op::Unpause { replica: 1, target: t("a", 1) }]),
+            (
+                "created is started",
+                1,
+                "h",
+                vec![c("a", 1, "h", Created)],
+                vec![Op::Start {
+                    replica: 1,
+                    target: t("a", 1),
+                }],
+            ),
+            (
+                "paused is unpaused",
+                1,
+                "h",
+                vec![c("a", 1, "h", Paused)],
+                vec![Op::Unpause {
+                    replica: 1,
+                    target: t("a", 1),
+                }],
+            ),
             (
                 "dead is replaced",
                 1,
                 "h",
                 vec![c("a", 1, "h", Dead)],
-                vec![Op::Replace { replica: 1, old: t("a", 1), why: Why::Dead }],
+                vec![Op::Replace {
+                    replica: 1,
+                    old: t("a", 1),
+                    why: Why::Dead,
+                }],
             ),
             (
                 "duplicates keep the current running one",
                 1,
                 "h",
                 vec![c("old", 1, "x", Exited), c("good", 1, "h", Running)],
-                vec![Op::Remove { target: t("old", 1), why: Why::Duplicate }],
+                vec![Op::Remove {
+                    target: t("old", 1),
+                    why: Why::Duplicate,
+                }],
             ),
-            ("removing containers are ignored", 1, "h", vec![c("a", 1, "h", Removing)], vec![Op::Create { replica: 1 }]),
+            (
+                "removing containers are ignored",
+                1,
+                "h",
+                vec![c("a", 1, "h", Removing)],
+                vec![Op::Create { replica: 1 }],
+            ),
         ];
         for (case, n, hash, observed, expected) in cases {
             let refs: Vec<&Observed> = observed.iter().collect();
-            assert_eq!(plan_challenge(I, &wants(n, hash), &refs), expected, "case: {case}");
+            assert_eq!(
+                plan_challenge(I, &wants(n, hash), &refs),
+                expected,
+                "case: {case}"
+            );
         }
     }
 
@@ -304,7 +428,10 @@ mod tests {
         let refs: Vec<&Observed> = observed.iter().collect();
         let ops = plan_challenge(I, &wants(2, "h"), &refs);
         assert!(matches!(ops[0], Op::Remove { .. }), "{ops:?}");
-        assert!(matches!(ops.last(), Some(Op::Create { replica: 2 })), "{ops:?}");
+        assert!(
+            matches!(ops.last(), Some(Op::Create { replica: 2 })),
+            "{ops:?}"
+        );
     }
 
     #[test]
@@ -317,20 +444,32 @@ mod tests {
         let plan = plan_all(I, &BTreeMap::new(), &observed);
         assert!(plan.is_empty(), "{plan:?}");
         let refs: Vec<&Observed> = observed.iter().collect();
-        assert_eq!(plan_challenge(I, &wants(1, "h"), &refs), vec![Op::Create { replica: 1 }]);
+        assert_eq!(
+            plan_challenge(I, &wants(1, "h"), &refs),
+            vec![Op::Create { replica: 1 }]
+        );
     }
 
     #[test]
     fn orphans_of_this_instance_are_removed() {
         let observed = vec![c("a", 1, "h", Running)];
         let plan = plan_all(I, &BTreeMap::new(), &observed);
-        assert_eq!(plan["web"], vec![Op::Remove { target: t("a", 1), why: Why::NotDesired }]);
+        assert_eq!(
+            plan["web"],
+            vec![Op::Remove {
+                target: t("a", 1),
+                why: Why::NotDesired
+            }]
+        );
     }
 
     #[test]
     fn plan_all_skips_converged_challenges() {
         let observed = vec![c("a", 1, "h", Running)];
-        let w = BTreeMap::from([("web".to_string(), wants(1, "h")), ("new".to_string(), wants(1, "h"))]);
+        let w = BTreeMap::from([
+            ("web".to_string(), wants(1, "h")),
+            ("new".to_string(), wants(1, "h")),
+        ]);
         let plan = plan_all(I, &w, &observed);
         assert_eq!(plan.keys().collect::<Vec<_>>(), vec!["new"]);
     }

@@ -22,11 +22,20 @@ pub enum PortError {
     #[error("invalid port range {0:?}: expected LO-HI with 1 <= LO <= HI <= 65535")]
     BadRange(String),
     #[error("could not read the port table {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("port table {path} is corrupt: {source}")]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("could not save the port table {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// An inclusive range of host ports, e.g. `30000-32767`.
@@ -73,7 +82,10 @@ pub struct PortKey {
 
 impl PortKey {
     fn encode(&self) -> String {
-        format!("{}/{}/{}/{}", self.challenge, self.replica, self.port, self.protocol)
+        format!(
+            "{}/{}/{}/{}",
+            self.challenge, self.replica, self.port, self.protocol
+        )
     }
 
     fn decode(s: &str) -> Option<PortKey> {
@@ -86,7 +98,12 @@ impl PortKey {
             "udp" => Protocol::Udp,
             _ => return None,
         };
-        Some(PortKey { challenge, replica, port, protocol })
+        Some(PortKey {
+            challenge,
+            replica,
+            port,
+            protocol,
+        })
     }
 }
 
@@ -103,19 +120,34 @@ pub struct PortAllocator {
 impl PortAllocator {
     /// An allocator that keeps its table in memory only.
     pub fn in_memory(range: PortRange) -> PortAllocator {
-        PortAllocator { range, assigned: BTreeMap::new(), file: None, probe_host: false }
+        PortAllocator {
+            range,
+            assigned: BTreeMap::new(),
+            file: None,
+            probe_host: false,
+        }
     }
 
     /// An allocator persisted at `dir/ports.json`, loading what is already there.
     pub fn open(range: PortRange, dir: &Path) -> Result<PortAllocator, PortError> {
         let file = dir.join("ports.json");
-        let mut allocator = PortAllocator { range, assigned: BTreeMap::new(), file: Some(file.clone()), probe_host: true };
+        let mut allocator = PortAllocator {
+            range,
+            assigned: BTreeMap::new(),
+            file: Some(file.clone()),
+            probe_host: true,
+        };
         match std::fs::read(&file) {
             Ok(bytes) => {
-                let table: BTreeMap<String, u16> = serde_json::from_slice(&bytes)
-                    .map_err(|source| PortError::Corrupt { path: file.clone(), source })?;
-                allocator.assigned =
-                    table.into_iter().filter_map(|(k, v)| Some((PortKey::decode(&k)?, v))).collect();
+                let table: BTreeMap<String, u16> =
+                    serde_json::from_slice(&bytes).map_err(|source| PortError::Corrupt {
+                        path: file.clone(),
+                        source,
+                    })?;
+                allocator.assigned = table
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((PortKey::decode(&k)?, v)))
+                    .collect();
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(PortError::Read { path: file, source }),
@@ -172,14 +204,18 @@ impl PortAllocator {
             self.assigned.insert(key.clone(), port);
             return Ok((port, true));
         }
-        Err(PortError::Exhausted { lo: self.range.lo, hi: self.range.hi })
+        Err(PortError::Exhausted {
+            lo: self.range.lo,
+            hi: self.range.hi,
+        })
     }
 
     /// Forgets every allocation of `challenge` whose replica is above `keep_replicas`
     /// (0 forgets them all). Returns whether the table changed.
     pub fn release(&mut self, challenge: &str, keep_replicas: u32) -> bool {
         let before = self.assigned.len();
-        self.assigned.retain(|k, _| k.challenge != challenge || k.replica <= keep_replicas);
+        self.assigned
+            .retain(|k, _| k.challenge != challenge || k.replica <= keep_replicas);
         before != self.assigned.len()
     }
 
@@ -190,13 +226,23 @@ impl PortAllocator {
 
     /// Writes the table (temp file, fsync, rename) if it is persisted.
     pub fn save(&self) -> Result<(), PortError> {
-        let Some(file) = &self.file else { return Ok(()) };
-        let table: BTreeMap<String, u16> = self.assigned.iter().map(|(k, v)| (k.encode(), *v)).collect();
-        let write_err = |source| PortError::Write { path: file.clone(), source };
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let table: BTreeMap<String, u16> = self
+            .assigned
+            .iter()
+            .map(|(k, v)| (k.encode(), *v))
+            .collect();
+        let write_err = |source| PortError::Write {
+            path: file.clone(),
+            source,
+        };
         let dir = file.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(write_err)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
-        let bytes = serde_json::to_vec_pretty(&table).map_err(|e| write_err(std::io::Error::other(e)))?;
+        let bytes =
+            serde_json::to_vec_pretty(&table).map_err(|e| write_err(std::io::Error::other(e)))?;
         tmp.write_all(&bytes).map_err(write_err)?;
         tmp.as_file().sync_all().map_err(write_err)?;
         tmp.persist(file).map_err(|e| write_err(e.error))?;
@@ -218,12 +264,23 @@ mod tests {
     use super::*;
 
     fn key(challenge: &str, replica: u32, port: u16) -> PortKey {
-        PortKey { challenge: challenge.into(), replica, port, protocol: Protocol::Tcp }
+        PortKey {
+            challenge: challenge.into(),
+            replica,
+            port,
+            protocol: Protocol::Tcp,
+        }
     }
 
     #[test]
     fn ranges_parse_and_reject_nonsense() {
-        assert_eq!("30000-32767".parse::<PortRange>().unwrap(), PortRange { lo: 30000, hi: 32767 });
+        assert_eq!(
+            "30000-32767".parse::<PortRange>().unwrap(),
+            PortRange {
+                lo: 30000,
+                hi: 32767
+            }
+        );
         assert!("5-1".parse::<PortRange>().is_err());
         assert!("0-10".parse::<PortRange>().is_err());
         assert!("abc".parse::<PortRange>().is_err());
@@ -231,22 +288,34 @@ mod tests {
 
     #[test]
     fn allocation_is_stable_and_distinct() {
-        let mut a = PortAllocator::in_memory(PortRange { lo: 40000, hi: 40010 });
+        let mut a = PortAllocator::in_memory(PortRange {
+            lo: 40000,
+            hi: 40010,
+        });
         let none = BTreeSet::new();
         let (p1, changed) = a.get_or_allocate(&key("a", 1, 80), &none).unwrap();
         assert!(changed);
         let (p2, _) = a.get_or_allocate(&key("a", 2, 80), &none).unwrap();
         assert_ne!(p1, p2);
-        assert_eq!(a.get_or_allocate(&key("a", 1, 80), &none).unwrap(), (p1, false));
+        assert_eq!(
+            a.get_or_allocate(&key("a", 1, 80), &none).unwrap(),
+            (p1, false)
+        );
     }
 
     #[test]
     fn reserved_ports_are_skipped_and_move_an_allocation() {
-        let mut a = PortAllocator::in_memory(PortRange { lo: 40000, hi: 40010 });
+        let mut a = PortAllocator::in_memory(PortRange {
+            lo: 40000,
+            hi: 40010,
+        });
         let reserved = BTreeSet::from([(40000, Protocol::Tcp)]);
         let (p, _) = a.get_or_allocate(&key("a", 1, 80), &reserved).unwrap();
         assert_eq!(p, 40001);
-        let mut b = PortAllocator::in_memory(PortRange { lo: 40000, hi: 40010 });
+        let mut b = PortAllocator::in_memory(PortRange {
+            lo: 40000,
+            hi: 40010,
+        });
         b.adopt(key("a", 1, 80), 40000);
         let (moved, changed) = b.get_or_allocate(&key("a", 1, 80), &reserved).unwrap();
         assert!(changed);
@@ -255,18 +324,30 @@ mod tests {
 
     #[test]
     fn exhaustion_is_an_error() {
-        let mut a = PortAllocator::in_memory(PortRange { lo: 40000, hi: 40000 });
-        a.get_or_allocate(&key("a", 1, 80), &BTreeSet::new()).unwrap();
-        assert!(matches!(a.get_or_allocate(&key("b", 1, 80), &BTreeSet::new()), Err(PortError::Exhausted { .. })));
+        let mut a = PortAllocator::in_memory(PortRange {
+            lo: 40000,
+            hi: 40000,
+        });
+        a.get_or_allocate(&key("a", 1, 80), &BTreeSet::new())
+            .unwrap();
+        assert!(matches!(
+            a.get_or_allocate(&key("b", 1, 80), &BTreeSet::new()),
+            Err(PortError::Exhausted { .. })
+        ));
     }
 
     #[test]
     fn table_survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let range = PortRange { lo: 40100, hi: 40200 };
+        let range = PortRange {
+            lo: 40100,
+            hi: 40200,
+        };
         let mut a = PortAllocator::open(range, dir.path()).unwrap();
         a.probe_host = false;
-        let (p, _) = a.get_or_allocate(&key("web", 1, 80), &BTreeSet::new()).unwrap();
+        let (p, _) = a
+            .get_or_allocate(&key("web", 1, 80), &BTreeSet::new())
+            .unwrap();
         a.save().unwrap();
         let b = PortAllocator::open(range, dir.path()).unwrap();
         assert_eq!(b.get(&key("web", 1, 80)), Some(p));
@@ -274,7 +355,10 @@ mod tests {
 
     #[test]
     fn release_forgets_scaled_down_replicas() {
-        let mut a = PortAllocator::in_memory(PortRange { lo: 40000, hi: 40010 });
+        let mut a = PortAllocator::in_memory(PortRange {
+            lo: 40000,
+            hi: 40010,
+        });
         a.adopt(key("a", 1, 80), 40000);
         a.adopt(key("a", 2, 80), 40001);
         assert!(a.release("a", 1));

@@ -48,18 +48,33 @@ pub struct Prober {
 impl Prober {
     /// Makes the probe tasks of `challenge` match its running containers: starts missing ones,
     /// stops those whose container is gone or whose healthcheck changed.
-    pub fn sync<H: ProbeHost>(&self, host: &Arc<H>, challenge: &str, hc: Option<&Healthcheck>, containers: &[Observed]) {
+    pub fn sync<H: ProbeHost>(
+        &self,
+        host: &Arc<H>,
+        challenge: &str,
+        hc: Option<&Healthcheck>,
+        containers: &[Observed],
+    ) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         let wanted: HashMap<&str, &Observed> = match hc {
             Some(_) => containers
                 .iter()
-                .filter(|o| matches!(o.state, ContainerState::Running | ContainerState::Restarting))
+                .filter(|o| {
+                    matches!(
+                        o.state,
+                        ContainerState::Running | ContainerState::Restarting
+                    )
+                })
                 .map(|o| (o.id.as_str(), o))
                 .collect(),
             None => HashMap::new(),
         };
         let prefix = format!("{challenge}/");
-        let mine: Vec<String> = tasks.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
+        let mine: Vec<String> = tasks
+            .keys()
+            .filter(|k| k.starts_with(&prefix))
+            .cloned()
+            .collect();
         for key in mine {
             let id = &key[prefix.len()..];
             let keep = wanted.contains_key(id) && tasks.get(&key).map(|(_, h)| Some(h)) == Some(hc);
@@ -79,7 +94,9 @@ impl Prober {
                 continue;
             }
             host.status().update(challenge, |s| {
-                s.health.entry(id.to_string()).or_insert_with(|| "starting".into());
+                s.health
+                    .entry(id.to_string())
+                    .or_insert_with(|| "starting".into());
             });
             let task = tokio::spawn(probe_loop(
                 host.clone(),
@@ -126,9 +143,17 @@ async fn probe_loop<H: ProbeHost>(
     let mut failures = 0u32;
     let mut healthy: Option<bool> = None;
     loop {
-        let verdict = match tokio::time::timeout(hc.timeout, probe_once(&host, &container, &hc.probe)).await {
+        let verdict = match tokio::time::timeout(
+            hc.timeout,
+            probe_once(&host, &container, &hc.probe),
+        )
+        .await
+        {
             Ok(result) => result,
-            Err(_) => Err(format!("timed out after {}", humantime::format_duration(hc.timeout))),
+            Err(_) => Err(format!(
+                "timed out after {}",
+                humantime::format_duration(hc.timeout)
+            )),
         };
         match verdict {
             Ok(()) => {
@@ -144,11 +169,18 @@ async fn probe_loop<H: ProbeHost>(
                 tracing::debug!(%challenge, container = %container.name, failures, %why, "probe failed");
                 if failures >= hc.retries.max(1) {
                     healthy = Some(false);
-                    let msg = format!("{}: {} consecutive probe failures ({why}); restarting it", container.name, failures);
+                    let msg = format!(
+                        "{}: {} consecutive probe failures ({why}); restarting it",
+                        container.name, failures
+                    );
                     set_health(&host, &challenge, &container, "unhealthy", Some(msg));
                     host.expect(&container.id);
                     counters.restarts.fetch_add(1, Ordering::Relaxed);
-                    if let Err(err) = host.runtime().restart(&container.id, Duration::from_secs(1)).await {
+                    if let Err(err) = host
+                        .runtime()
+                        .restart(&container.id, Duration::from_secs(1))
+                        .await
+                    {
                         tracing::warn!(%challenge, container = %container.name, error = %err, "restart after failed probes failed");
                         host.poke(&challenge);
                     }
@@ -162,7 +194,13 @@ async fn probe_loop<H: ProbeHost>(
     }
 }
 
-fn set_health<H: ProbeHost>(host: &Arc<H>, challenge: &str, c: &Observed, verdict: &str, warning: Option<String>) {
+fn set_health<H: ProbeHost>(
+    host: &Arc<H>,
+    challenge: &str,
+    c: &Observed,
+    verdict: &str,
+    warning: Option<String>,
+) {
     host.status().update(challenge, |s| {
         s.health.insert(c.id.clone(), verdict.to_string());
         match warning {
@@ -173,14 +211,24 @@ fn set_health<H: ProbeHost>(host: &Arc<H>, challenge: &str, c: &Observed, verdic
     host.poke(challenge);
 }
 
-async fn probe_once<H: ProbeHost>(host: &Arc<H>, c: &Observed, probe: &Probe) -> Result<(), String> {
+async fn probe_once<H: ProbeHost>(
+    host: &Arc<H>,
+    c: &Observed,
+    probe: &Probe,
+) -> Result<(), String> {
     let addr = |port: u16| -> Result<SocketAddr, String> {
-        let ip = c.ip.as_deref().ok_or("the container has no network address")?;
-        format!("{ip}:{port}").parse().map_err(|e| format!("bad address {ip}: {e}"))
+        let ip =
+            c.ip.as_deref()
+                .ok_or("the container has no network address")?;
+        format!("{ip}:{port}")
+            .parse()
+            .map_err(|e| format!("bad address {ip}: {e}"))
     };
     match probe {
         Probe::Tcp { port } => {
-            TcpStream::connect(addr(*port)?).await.map_err(|e| format!("tcp {port}: {e}"))?;
+            TcpStream::connect(addr(*port)?)
+                .await
+                .map_err(|e| format!("tcp {port}: {e}"))?;
             Ok(())
         }
         Probe::Http { port, path } => http_get(addr(*port)?, path).await,
@@ -194,20 +242,32 @@ async fn probe_once<H: ProbeHost>(host: &Arc<H>, c: &Observed, probe: &Probe) ->
 
 /// A minimal HTTP/1.0 GET: healthy on a 2xx or 3xx status line.
 async fn http_get(addr: SocketAddr, path: &str) -> Result<(), String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("http {addr}: {e}"))?;
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("http {addr}: {e}"))?;
     let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: beast-probe\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.map_err(|e| format!("http {addr}: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("http {addr}: {e}"))?;
     let mut head = [0u8; 64];
     let mut read = 0;
     while read < 12 {
-        let n = stream.read(&mut head[read..]).await.map_err(|e| format!("http {addr}: {e}"))?;
+        let n = stream
+            .read(&mut head[read..])
+            .await
+            .map_err(|e| format!("http {addr}: {e}"))?;
         if n == 0 {
             break;
         }
         read += n;
     }
     let line = String::from_utf8_lossy(&head[..read]);
-    let code: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("not an HTTP response")?;
+    let code: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("not an HTTP response")?;
     if (200..400).contains(&code) {
         Ok(())
     } else {

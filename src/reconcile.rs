@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::containers::{container_name, hash_of, replica_spec, Defaults};
+use crate::containers::{container_name, hash_of, replica_spec, Defaults, Image};
 use crate::desired::{DesiredStore, Entry};
 use crate::model::{Challenge, ImageSource, RunSpec};
 use crate::plan::{plan_all, plan_challenge, Op, Want};
@@ -44,7 +44,9 @@ impl ReconcileError {
             ReconcileError::ImageNotFound(_) => "ImageNotFound",
             ReconcileError::BuildUnsupported(_) => "BuildUnsupported",
             ReconcileError::Ports(_) => "PortAllocation",
-            ReconcileError::Runtime { source, .. } if source.is_unavailable() => "EngineUnavailable",
+            ReconcileError::Runtime { source, .. } if source.is_unavailable() => {
+                "EngineUnavailable"
+            }
             ReconcileError::Runtime { .. } => "EngineError",
         }
     }
@@ -56,7 +58,11 @@ impl ReconcileError {
 }
 
 fn rt<'a>(action: &'static str, name: &'a str) -> impl FnOnce(RuntimeError) -> ReconcileError + 'a {
-    move |source| ReconcileError::Runtime { action, name: name.to_string(), source }
+    move |source| ReconcileError::Runtime {
+        action,
+        name: name.to_string(),
+        source,
+    }
 }
 
 /// Settings of the reconciler.
@@ -146,11 +152,17 @@ impl<R: Runtime> Reconciler<R> {
 
     /// Whether beast itself is stopping or removing container `id`.
     pub fn is_expected(&self, id: &str) -> bool {
-        self.expected.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+        self.expected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
     }
 
     pub fn forget_expected(&self, id: &str) {
-        self.expected.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.expected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     fn expect_exit(&self, id: &str) {
@@ -180,10 +192,16 @@ impl<R: Runtime> Reconciler<R> {
         self.note_engine(&result);
         self.counters.reconciles.fetch_add(1, Ordering::Relaxed);
         if let Err(err) = &result {
-            self.counters.reconcile_failures.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .reconcile_failures
+                .fetch_add(1, Ordering::Relaxed);
             self.status.update(name, |s| {
                 let running = s.containers.iter().any(|c| c.state == "running");
-                s.phase = if running { Phase::Degraded } else { Phase::Failed };
+                s.phase = if running {
+                    Phase::Degraded
+                } else {
+                    Phase::Failed
+                };
                 if err.is_engine_outage() {
                     s.phase = Phase::Pending;
                 }
@@ -200,10 +218,19 @@ impl<R: Runtime> Reconciler<R> {
 
     async fn reconcile_inner(&self, name: &str) -> Result<(), ReconcileError> {
         let entry = self.store.get(name);
-        let observed = self.runtime.list(self.instance(), Some(name)).await.map_err(rt("list containers of", name))?;
+        let observed = self
+            .runtime
+            .list(self.instance(), Some(name))
+            .await
+            .map_err(rt("list containers of", name))?;
         if let Some(entry) = &entry {
             self.status.update(name, |s| {
-                s.set_condition("Valid", Some(entry.is_valid()), valid_reason(entry), &entry.errors.join("\n"))
+                s.set_condition(
+                    "Valid",
+                    Some(entry.is_valid()),
+                    valid_reason(entry),
+                    &entry.errors.join("\n"),
+                )
             });
         }
         let wanted = match &entry {
@@ -214,14 +241,21 @@ impl<R: Runtime> Reconciler<R> {
             Wanted::Nothing => BTreeMap::new(),
             Wanted::Specs(specs) => specs.clone(),
         };
-        let wants: Vec<Want> =
-            specs.iter().map(|(r, s)| Want { replica: *r, hash: hash_of(s).to_string() }).collect();
+        let wants: Vec<Want> = specs
+            .iter()
+            .map(|(r, s)| Want {
+                replica: *r,
+                hash: hash_of(s).to_string(),
+            })
+            .collect();
         let refs: Vec<&Observed> = observed.iter().collect();
         let ops = plan_challenge(self.instance(), &wants, &refs);
 
         // A corrective op on a challenge whose current generation had converged is a heal.
         let healing = entry.as_ref().is_some_and(|e| {
-            self.status.get(name).is_some_and(|s| s.observed_generation == e.generation && e.generation > 0)
+            self.status
+                .get(name)
+                .is_some_and(|s| s.observed_generation == e.generation && e.generation > 0)
         });
         if !ops.is_empty() && entry.is_some() {
             self.status.update(name, |s| s.phase = Phase::Deploying);
@@ -230,7 +264,13 @@ impl<R: Runtime> Reconciler<R> {
         for op in ops {
             tracing::info!(challenge = %name, op = %describe(&op), "applying");
             let result = self.execute(&op, &specs).await;
-            if healing && result.is_ok() && matches!(op, Op::Create { .. } | Op::Start { .. } | Op::Unpause { .. }) {
+            if healing
+                && result.is_ok()
+                && matches!(
+                    op,
+                    Op::Create { .. } | Op::Start { .. } | Op::Unpause { .. }
+                )
+            {
                 self.counters.heals.fetch_add(1, Ordering::Relaxed);
             }
             if entry.is_some() {
@@ -242,7 +282,8 @@ impl<R: Runtime> Reconciler<R> {
                     Ok(()) => describe(&op),
                     Err(err) => format!("{}: {err}", describe(&op)),
                 };
-                self.status.update(name, |s| s.event(warning, reason, message));
+                self.status
+                    .update(name, |s| s.event(warning, reason, message));
             }
             if let Err(err) = result {
                 tracing::warn!(challenge = %name, error = %err, "operation failed");
@@ -259,7 +300,11 @@ impl<R: Runtime> Reconciler<R> {
                 }
             }
             Some(entry) => {
-                let observed = self.runtime.list(self.instance(), Some(name)).await.map_err(rt("list containers of", name))?;
+                let observed = self
+                    .runtime
+                    .list(self.instance(), Some(name))
+                    .await
+                    .map_err(rt("list containers of", name))?;
                 self.record(entry, &specs, &observed, first_error.is_none());
                 let keep = entry.spec.as_ref().map(|c| c.replicas).unwrap_or(0);
                 if entry.spec.is_some() && self.ports().release(name, keep) {
@@ -281,30 +326,43 @@ impl<R: Runtime> Reconciler<R> {
         observed: &[Observed],
         images: Option<&ImageIndex>,
     ) -> Result<Wanted, ReconcileError> {
-        let Some(challenge) = entry.spec.as_deref() else { return Ok(Wanted::Nothing) };
-        let Some(run) = challenge.run.as_ref() else { return Ok(Wanted::Nothing) };
+        let Some(challenge) = entry.spec.as_deref() else {
+            return Ok(Wanted::Nothing);
+        };
+        let Some(run) = challenge.run.as_ref() else {
+            return Ok(Wanted::Nothing);
+        };
         if challenge.replicas == 0 {
             return Ok(Wanted::Nothing);
         }
         let image = match &run.source {
             ImageSource::Image(image) => image.clone(),
-            ImageSource::Build(_) => return Err(ReconcileError::BuildUnsupported(challenge.name.clone())),
+            ImageSource::Build(_) => {
+                return Err(ReconcileError::BuildUnsupported(challenge.name.clone()))
+            }
         };
         let image_id = match images {
             Some(index) => index.resolve(&image).map(str::to_string),
-            None => self.runtime.image_id(&image).await.map_err(rt("inspect image for", &challenge.name))?,
+            None => self
+                .runtime
+                .image_id(&image)
+                .await
+                .map_err(rt("inspect image for", &challenge.name))?,
         };
         let image_id = image_id.ok_or_else(|| ReconcileError::ImageNotFound(image.clone()))?;
         let host_ports = self.host_ports(challenge, run, observed)?;
         let specs = (1..=challenge.replicas)
             .map(|replica| {
                 let ports = host_ports.get(&replica).map(Vec::as_slice).unwrap_or(&[]);
+                let image = Image {
+                    reference: &image,
+                    id: &image_id,
+                };
                 let spec = replica_spec(
                     self.instance(),
                     challenge,
                     run,
-                    &image,
-                    &image_id,
+                    image,
                     replica,
                     ports,
                     &self.settings.defaults,
@@ -333,14 +391,23 @@ impl<R: Runtime> Reconciler<R> {
                     ports.push(fixed);
                     continue;
                 }
-                let key = PortKey { challenge: challenge.name.clone(), replica, port: p.port, protocol: p.protocol };
+                let key = PortKey {
+                    challenge: challenge.name.clone(),
+                    replica,
+                    port: p.port,
+                    protocol: p.protocol,
+                };
                 if table.get(&key).is_none() {
                     // Adopt the port an existing container of this replica already publishes.
                     let existing = observed
                         .iter()
                         .filter(|o| o.replica() == Some(replica))
                         .flat_map(|o| &o.ports)
-                        .find(|b| b.port == p.port && b.protocol == p.protocol && table.range().contains(b.host_port));
+                        .find(|b| {
+                            b.port == p.port
+                                && b.protocol == p.protocol
+                                && table.range().contains(b.host_port)
+                        });
                     if let Some(binding) = existing {
                         changed |= table.adopt(key.clone(), binding.host_port);
                     }
@@ -357,35 +424,63 @@ impl<R: Runtime> Reconciler<R> {
         Ok(out)
     }
 
-    async fn execute(&self, op: &Op, specs: &BTreeMap<u32, ContainerSpec>) -> Result<(), ReconcileError> {
+    async fn execute(
+        &self,
+        op: &Op,
+        specs: &BTreeMap<u32, ContainerSpec>,
+    ) -> Result<(), ReconcileError> {
         let spec_of = |replica: u32| specs.get(&replica);
         let grace = self.settings.stop_grace;
         match op {
             Op::Remove { target, .. } => {
                 self.expect_exit(&target.id);
-                self.runtime.remove(&target.id).await.map_err(rt("remove", &target.name))
+                self.runtime
+                    .remove(&target.id)
+                    .await
+                    .map_err(rt("remove", &target.name))
             }
-            Op::Start { target, .. } => self.runtime.start(&target.id).await.map_err(rt("start", &target.name)),
-            Op::Unpause { target, .. } => {
-                self.runtime.unpause(&target.id).await.map_err(rt("unpause", &target.name))
-            }
+            Op::Start { target, .. } => self
+                .runtime
+                .start(&target.id)
+                .await
+                .map_err(rt("start", &target.name)),
+            Op::Unpause { target, .. } => self
+                .runtime
+                .unpause(&target.id)
+                .await
+                .map_err(rt("unpause", &target.name)),
             Op::Create { replica } => {
-                let Some(spec) = spec_of(*replica) else { return Ok(()) };
+                let Some(spec) = spec_of(*replica) else {
+                    return Ok(());
+                };
                 self.create_and_start(spec).await
             }
             Op::Replace { replica, old, .. } => {
-                let Some(spec) = spec_of(*replica) else { return Ok(()) };
+                let Some(spec) = spec_of(*replica) else {
+                    return Ok(());
+                };
                 // Park the old one under another name and stop it first: the new container
                 // reuses the name and may bind the same host ports.
                 self.expect_exit(&old.id);
                 let parked = format!("{}_replaced_{}", old.name, &old.id[..old.id.len().min(12)]);
-                self.runtime.rename(&old.id, &parked).await.map_err(rt("rename", &old.name))?;
+                self.runtime
+                    .rename(&old.id, &parked)
+                    .await
+                    .map_err(rt("rename", &old.name))?;
                 if let Err(source) = self.runtime.stop(&old.id, grace).await {
                     let _ = self.runtime.rename(&old.id, &old.name).await;
-                    return Err(ReconcileError::Runtime { action: "stop", name: old.name.clone(), source });
+                    return Err(ReconcileError::Runtime {
+                        action: "stop",
+                        name: old.name.clone(),
+                        source,
+                    });
                 }
                 match self.create_and_start(spec).await {
-                    Ok(()) => self.runtime.remove(&old.id).await.map_err(rt("remove", &parked)),
+                    Ok(()) => self
+                        .runtime
+                        .remove(&old.id)
+                        .await
+                        .map_err(rt("remove", &parked)),
                     Err(err) => {
                         // Roll back: the old version keeps serving until the new one can.
                         if let Ok(list) = self.runtime.list(self.instance(), None).await {
@@ -404,17 +499,31 @@ impl<R: Runtime> Reconciler<R> {
     }
 
     async fn create_and_start(&self, spec: &ContainerSpec) -> Result<(), ReconcileError> {
-        let id = self.runtime.create(spec).await.map_err(rt("create", &spec.name))?;
+        let id = self
+            .runtime
+            .create(spec)
+            .await
+            .map_err(rt("create", &spec.name))?;
         if let Err(source) = self.runtime.start(&id).await {
             // A container that cannot start (e.g. its host port is taken) must not linger half-made.
             let _ = self.runtime.remove(&id).await;
-            return Err(ReconcileError::Runtime { action: "start", name: spec.name.clone(), source });
+            return Err(ReconcileError::Runtime {
+                action: "start",
+                name: spec.name.clone(),
+                source,
+            });
         }
         Ok(())
     }
 
     /// Writes the status of `entry` from the containers now observed.
-    fn record(&self, entry: &Entry, specs: &BTreeMap<u32, ContainerSpec>, observed: &[Observed], clean: bool) {
+    fn record(
+        &self,
+        entry: &Entry,
+        specs: &BTreeMap<u32, ContainerSpec>,
+        observed: &[Observed],
+        clean: bool,
+    ) {
         let mut containers: Vec<ContainerStatus> = observed
             .iter()
             .filter(|o| o.replica().is_some_and(|r| specs.contains_key(&r)))
@@ -426,16 +535,26 @@ impl<R: Runtime> Reconciler<R> {
             .iter()
             .filter(|(r, spec)| {
                 observed.iter().any(|o| {
-                    o.replica() == Some(**r) && o.spec_hash() == Some(hash_of(spec)) && o.state == ContainerState::Running
+                    o.replica() == Some(**r)
+                        && o.spec_hash() == Some(hash_of(spec))
+                        && o.state == ContainerState::Running
                 })
             })
             .count();
         let is_static = entry.spec.as_ref().is_some_and(|c| c.run.is_none());
-        let healthcheck = entry.spec.as_ref().and_then(|c| c.run.as_ref()).and_then(|r| r.healthcheck.clone());
+        let healthcheck = entry
+            .spec
+            .as_ref()
+            .and_then(|c| c.run.as_ref())
+            .and_then(|r| r.healthcheck.clone());
         if let Some(me) = self.me.upgrade() {
-            let serving: Vec<Observed> =
-                observed.iter().filter(|o| o.replica().is_some_and(|r| specs.contains_key(&r))).cloned().collect();
-            self.prober.sync(&me, &entry.name, healthcheck.as_ref(), &serving);
+            let serving: Vec<Observed> = observed
+                .iter()
+                .filter(|o| o.replica().is_some_and(|r| specs.contains_key(&r)))
+                .cloned()
+                .collect();
+            self.prober
+                .sync(&me, &entry.name, healthcheck.as_ref(), &serving);
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         self.status.update(&entry.name, |s| {
@@ -447,7 +566,7 @@ impl<R: Runtime> Reconciler<R> {
             let verdicts: Vec<&str> = containers.iter().map(|c| c.health.as_str()).collect();
             let healthy = if healthcheck.is_none() {
                 (Some(true), "NoHealthcheck", String::new())
-            } else if verdicts.iter().any(|h| *h == "unhealthy") {
+            } else if verdicts.contains(&"unhealthy") {
                 (Some(false), "ProbeFailing", "a container fails its health probe".to_string())
             } else if !verdicts.is_empty() && verdicts.iter().all(|h| *h == "healthy") {
                 (Some(true), "ProbesPassing", format!("{} container(s) pass their probe", verdicts.len()))
@@ -498,7 +617,9 @@ impl<R: Runtime> Reconciler<R> {
     /// converged challenges is refreshed from the same list.
     pub async fn resync(&self) -> Result<Vec<String>, RuntimeError> {
         let listed = self.runtime.list(self.instance(), None).await;
-        self.readiness.engine_up.store(listed.is_ok(), Ordering::Relaxed);
+        self.readiness
+            .engine_up
+            .store(listed.is_ok(), Ordering::Relaxed);
         let observed = listed?;
         let images = self.runtime.images().await?;
         let mut by_challenge: BTreeMap<&str, Vec<Observed>> = BTreeMap::new();
@@ -511,13 +632,22 @@ impl<R: Runtime> Reconciler<R> {
         let mut needs_work = BTreeSet::new();
         let mut specs_of = BTreeMap::new();
         for entry in self.store.snapshot() {
-            let mine = by_challenge.get(entry.name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            let mine = by_challenge
+                .get(entry.name.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             match self.wanted(&entry, mine, Some(&images)).await {
                 Ok(Wanted::Nothing) => {
                     wants.insert(entry.name.clone(), Vec::new());
                 }
                 Ok(Wanted::Specs(specs)) => {
-                    let w = specs.iter().map(|(r, s)| Want { replica: *r, hash: hash_of(s).to_string() }).collect();
+                    let w = specs
+                        .iter()
+                        .map(|(r, s)| Want {
+                            replica: *r,
+                            hash: hash_of(s).to_string(),
+                        })
+                        .collect();
                     wants.insert(entry.name.clone(), w);
                     specs_of.insert(entry.name.clone(), specs);
                 }
@@ -546,7 +676,10 @@ impl<R: Runtime> Reconciler<R> {
             if needs_work.contains(&entry.name) {
                 continue;
             }
-            let mine = by_challenge.get(entry.name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            let mine = by_challenge
+                .get(entry.name.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             let empty = BTreeMap::new();
             let specs = specs_of.get(&entry.name).unwrap_or(&empty);
             self.record(&entry, specs, mine, true);
@@ -561,14 +694,23 @@ impl<R: Runtime> Reconciler<R> {
         let mut out = BTreeMap::new();
         let mut wants = BTreeMap::new();
         for entry in self.store.snapshot() {
-            let mine: Vec<Observed> =
-                observed.iter().filter(|o| o.challenge() == Some(entry.name.as_str())).cloned().collect();
+            let mine: Vec<Observed> = observed
+                .iter()
+                .filter(|o| o.challenge() == Some(entry.name.as_str()))
+                .cloned()
+                .collect();
             match self.wanted(&entry, &mine, Some(&images)).await {
                 Ok(Wanted::Nothing) => {
                     wants.insert(entry.name.clone(), Vec::new());
                 }
                 Ok(Wanted::Specs(specs)) => {
-                    let w = specs.iter().map(|(r, s)| Want { replica: *r, hash: hash_of(s).to_string() }).collect();
+                    let w = specs
+                        .iter()
+                        .map(|(r, s)| Want {
+                            replica: *r,
+                            hash: hash_of(s).to_string(),
+                        })
+                        .collect();
                     wants.insert(entry.name.clone(), w);
                 }
                 Err(err) => {
@@ -642,7 +784,12 @@ impl<R: Runtime> ProbeHost for Reconciler<R> {
         self.expect_exit(id);
     }
     fn poke(&self, challenge: &str) {
-        if let Some(queue) = self.queue.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(queue) = self
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             queue.add(challenge.to_string());
         }
     }
@@ -652,7 +799,9 @@ impl<R: Runtime> ProbeHost for Reconciler<R> {
 pub fn describe(op: &Op) -> String {
     match op {
         Op::Remove { target, why } => format!("remove {} ({why})", target.name),
-        Op::Replace { replica, old, why } => format!("replace replica {replica}: {} ({why})", old.name),
+        Op::Replace { replica, old, why } => {
+            format!("replace replica {replica}: {} ({why})", old.name)
+        }
         Op::Unpause { target, .. } => format!("unpause {} (paused)", target.name),
         Op::Start { target, .. } => format!("start {} (not running)", target.name),
         Op::Create { replica } => format!("create replica {replica} (missing)"),

@@ -104,13 +104,16 @@ impl RuntimeStatus {
             None => "Unknown",
         };
         let now = now_rfc3339();
-        let entry = self.conditions.entry(kind.to_string()).or_insert_with(|| Condition {
-            kind: kind.to_string(),
-            status: String::new(),
-            reason: String::new(),
-            message: String::new(),
-            last_transition_time: now.clone(),
-        });
+        let entry = self
+            .conditions
+            .entry(kind.to_string())
+            .or_insert_with(|| Condition {
+                kind: kind.to_string(),
+                status: String::new(),
+                reason: String::new(),
+                message: String::new(),
+                last_transition_time: now.clone(),
+            });
         if entry.status != status {
             entry.last_transition_time = now;
         }
@@ -148,7 +151,12 @@ impl RuntimeStatus {
     /// Crash-loop verdict from recent exits: `Some(true)` failed (≥ 10 exits in 10 minutes),
     /// `Some(false)` backing off (≥ 3 exits in 2 minutes), `None` no crash loop.
     pub fn crash_loop(&self, now: i64) -> Option<bool> {
-        let in_window = |secs: i64| self.recent_exits.iter().filter(|t| now - **t <= secs).count();
+        let in_window = |secs: i64| {
+            self.recent_exits
+                .iter()
+                .filter(|t| now - **t <= secs)
+                .count()
+        };
         if in_window(600) >= CRASH_LOOP_FAILED {
             Some(true)
         } else if in_window(120) >= CRASH_LOOP_DEGRADED {
@@ -193,7 +201,10 @@ impl StatusBoard {
     }
 
     pub fn remove(&self, name: &str) {
-        self.inner.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.inner
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, RuntimeStatus>> {
@@ -226,10 +237,16 @@ pub struct StatusBody {
 /// Merges a desired entry with what the reconciler reported. `Valid` comes from the entry.
 pub fn view(entry: &Entry, runtime: Option<RuntimeStatus>) -> ChallengeStatus {
     let mut rs = runtime.unwrap_or_default();
-    if rs.condition("Valid").is_none() || rs.condition("Valid").map(|c| c.status == "True") != Some(entry.is_valid())
+    if rs.condition("Valid").is_none()
+        || rs.condition("Valid").map(|c| c.status == "True") != Some(entry.is_valid())
     {
         // The reconciler has not caught up with the entry yet: show the entry's truth.
-        rs.set_condition("Valid", Some(entry.is_valid()), valid_reason(entry), &entry.errors.join("\n"));
+        rs.set_condition(
+            "Valid",
+            Some(entry.is_valid()),
+            valid_reason(entry),
+            &entry.errors.join("\n"),
+        );
     }
     for kind in ["Ready", "Healthy"] {
         if rs.condition(kind).is_none() {
@@ -279,11 +296,20 @@ mod tests {
         let mut s = RuntimeStatus::default();
         s.set_condition("Ready", Some(true), "Running", "");
         let t0 = s.condition("Ready").map(|c| c.last_transition_time.clone());
-        s.conditions.get_mut("Ready").map(|c| c.last_transition_time = "earlier".into());
+        if let Some(c) = s.conditions.get_mut("Ready") {
+            c.last_transition_time = "earlier".into();
+        }
         s.set_condition("Ready", Some(true), "Running", "again");
-        assert_eq!(s.condition("Ready").map(|c| c.last_transition_time.as_str()), Some("earlier"));
+        assert_eq!(
+            s.condition("Ready")
+                .map(|c| c.last_transition_time.as_str()),
+            Some("earlier")
+        );
         s.set_condition("Ready", Some(false), "Down", "");
-        assert_ne!(s.condition("Ready").map(|c| c.last_transition_time.clone()), Some("earlier".to_string()));
+        assert_ne!(
+            s.condition("Ready").map(|c| c.last_transition_time.clone()),
+            Some("earlier".to_string())
+        );
         assert!(t0.is_some());
     }
 }

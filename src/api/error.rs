@@ -22,7 +22,11 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "BadRequest", m.clone()),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error answering a request");
-                (StatusCode::INTERNAL_SERVER_ERROR, "Internal", "internal error".to_string())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal",
+                    "internal error".to_string(),
+                )
             }
         };
         let body = serde_json::json!({"error": {"code": code, "message": message}});

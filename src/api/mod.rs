@@ -40,11 +40,24 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    let first = state.readiness.first_pass_done.load(std::sync::atomic::Ordering::Relaxed);
-    let engine = state.readiness.engine_up.load(std::sync::atomic::Ordering::Relaxed);
-    let body = serde_json::json!({"ready": first && engine, "firstPassDone": first, "engineUp": engine});
-    let code = if first && engine { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let first = state
+        .readiness
+        .first_pass_done
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let engine = state
+        .readiness
+        .engine_up
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let body =
+        serde_json::json!({"ready": first && engine, "firstPassDone": first, "engineUp": engine});
+    let code = if first && engine {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body))
 }
 

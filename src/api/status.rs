@@ -26,22 +26,37 @@ struct Items {
     items: Vec<ChallengeStatus>,
 }
 
-async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Items>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Items>, ApiError> {
     let selector = parse_selector(q.label_selector.as_deref().unwrap_or(""))?;
     let items = state
         .store
         .snapshot()
         .iter()
         .filter(|e| {
-            selector.iter().all(|(k, v)| e.spec.as_ref().and_then(|c| c.labels.get(k)).map(String::as_str) == Some(v))
+            selector.iter().all(|(k, v)| {
+                e.spec
+                    .as_ref()
+                    .and_then(|c| c.labels.get(k))
+                    .map(String::as_str)
+                    == Some(v)
+            })
         })
         .map(|e| view(e, state.status.get(&e.name)))
         .collect();
     Ok(Json(Items { items }))
 }
 
-async fn one(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ChallengeStatus>, ApiError> {
-    let entry = state.store.get(&name).ok_or_else(|| ApiError::NotFound(format!("challenge {name:?} not found")))?;
+async fn one(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ChallengeStatus>, ApiError> {
+    let entry = state
+        .store
+        .get(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("challenge {name:?} not found")))?;
     Ok(Json(view(&entry, state.status.get(&name))))
 }
 
@@ -51,7 +66,9 @@ fn parse_selector(s: &str) -> Result<Vec<(String, String)>, ApiError> {
         .map(|pair| {
             pair.split_once('=')
                 .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| ApiError::BadRequest(format!("labelSelector: {pair:?} is not key=value")))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("labelSelector: {pair:?} is not key=value"))
+                })
         })
         .collect()
 }

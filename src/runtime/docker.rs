@@ -8,23 +8,23 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
-use bollard::models::{
-    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, HostConfig, PortBinding as DockerPortBinding,
-    PortSummaryTypeEnum, RestartPolicy, RestartPolicyNameEnum,
-};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RestartContainerOptionsBuilder, ListImagesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
-};
 use bollard::exec::StartExecResults;
+use bollard::models::{
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, HostConfig,
+    PortBinding as DockerPortBinding, PortSummaryTypeEnum, RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::models::{EventMessage, ExecConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
+    ListImagesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
 use bollard::Docker;
 use futures::StreamExt;
 
 use super::{
-    ContainerSpec, ContainerState, EngineEvent, EventStream, ImageIndex, Termination, Observed, PortBinding, Result, Runtime, RuntimeError,
-    LABEL_CHALLENGE, LABEL_INSTANCE,
+    ContainerSpec, ContainerState, EngineEvent, EventStream, ImageIndex, Observed, PortBinding,
+    Result, Runtime, RuntimeError, Termination, LABEL_CHALLENGE, LABEL_INSTANCE,
 };
 use crate::model::Protocol;
 
@@ -52,18 +52,33 @@ impl DockerRuntime {
 
     /// Negotiates the API version again (after the engine came back).
     pub async fn renegotiate(&mut self) -> Result<()> {
-        self.docker = self.docker.clone().negotiate_version().await.map_err(map_err)?;
+        self.docker = self
+            .docker
+            .clone()
+            .negotiate_version()
+            .await
+            .map_err(map_err)?;
         Ok(())
     }
 }
 
 fn map_err(err: BollardError) -> RuntimeError {
     match err {
-        BollardError::DockerResponseServerError { status_code: 404, message } => RuntimeError::NotFound(message),
-        BollardError::DockerResponseServerError { status_code: 409, message } => RuntimeError::Conflict(message),
-        BollardError::DockerResponseServerError { status_code, message } => {
-            RuntimeError::Engine { status: status_code, message }
-        }
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => RuntimeError::NotFound(message),
+        BollardError::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } => RuntimeError::Conflict(message),
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => RuntimeError::Engine {
+            status: status_code,
+            message,
+        },
         BollardError::JsonDataError { message, .. } => RuntimeError::Engine { status: 0, message },
         other => RuntimeError::Unavailable(other.to_string()),
     }
@@ -72,7 +87,9 @@ fn map_err(err: BollardError) -> RuntimeError {
 /// 304 Not Modified means "already so": success for start/stop.
 fn ignore_not_modified(result: std::result::Result<(), BollardError>) -> Result<()> {
     match result {
-        Err(BollardError::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+        Err(BollardError::DockerResponseServerError {
+            status_code: 304, ..
+        }) => Ok(()),
         other => other.map_err(map_err),
     }
 }
@@ -107,7 +124,11 @@ fn observed_of(summary: ContainerSummary) -> Observed {
                 Some(PortSummaryTypeEnum::TCP) | None => Protocol::Tcp,
                 Some(_) => return None,
             };
-            Some(PortBinding { port: p.private_port, host_port: p.public_port?, protocol })
+            Some(PortBinding {
+                port: p.private_port,
+                host_port: p.public_port?,
+                protocol,
+            })
         })
         .collect();
     // The engine lists a binding once per address family (0.0.0.0 and ::).
@@ -124,7 +145,10 @@ fn observed_of(summary: ContainerSummary) -> Observed {
         ip: summary
             .network_settings
             .and_then(|n| n.networks)
-            .and_then(|n| n.into_values().find_map(|e| e.ip_address.filter(|ip| !ip.is_empty()))),
+            .and_then(|n| {
+                n.into_values()
+                    .find_map(|e| e.ip_address.filter(|ip| !ip.is_empty()))
+            }),
     }
 }
 
@@ -152,9 +176,14 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     for p in &spec.ports {
         let key = format!("{}/{}", p.port, p.protocol);
         exposed.push(key.clone());
-        bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(
-            DockerPortBinding { host_ip: None, host_port: Some(p.host_port.to_string()) },
-        );
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(DockerPortBinding {
+                host_ip: None,
+                host_port: Some(p.host_port.to_string()),
+            });
     }
     let mut security_opt = Vec::new();
     if spec.no_new_privileges {
@@ -202,8 +231,15 @@ impl Runtime for DockerRuntime {
             labels.push(format!("{LABEL_CHALLENGE}={challenge}"));
         }
         let filters: HashMap<&str, Vec<String>> = HashMap::from([("label", labels)]);
-        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
-        let summaries = self.docker.list_containers(Some(options)).await.map_err(map_err)?;
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(map_err)?;
         Ok(summaries
             .into_iter()
             .map(observed_of)
@@ -215,7 +251,11 @@ impl Runtime for DockerRuntime {
 
     async fn images(&self) -> Result<ImageIndex> {
         let options = ListImagesOptionsBuilder::new().all(false).build();
-        let images = self.docker.list_images(Some(options)).await.map_err(map_err)?;
+        let images = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .map_err(map_err)?;
         let mut index = ImageIndex::default();
         for image in images {
             index.insert(&image.id, &image.id);
@@ -229,14 +269,22 @@ impl Runtime for DockerRuntime {
     async fn image_id(&self, reference: &str) -> Result<Option<String>> {
         match self.docker.inspect_image(reference).await {
             Ok(image) => Ok(image.id),
-            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
             Err(err) => Err(map_err(err)),
         }
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String> {
-        let options = CreateContainerOptionsBuilder::new().name(&spec.name).build();
-        let created = self.docker.create_container(Some(options), create_body(spec)).await.map_err(map_err)?;
+        let options = CreateContainerOptionsBuilder::new()
+            .name(&spec.name)
+            .build();
+        let created = self
+            .docker
+            .create_container(Some(options), create_body(spec))
+            .await
+            .map_err(map_err)?;
         Ok(created.id)
     }
 
@@ -256,13 +304,19 @@ impl Runtime for DockerRuntime {
 
     async fn rename(&self, id: &str, name: &str) -> Result<()> {
         let options = RenameContainerOptionsBuilder::new().name(name).build();
-        self.docker.rename_container(id, options).await.map_err(map_err)
+        self.docker
+            .rename_container(id, options)
+            .await
+            .map_err(map_err)
     }
 
     async fn restart(&self, id: &str, grace: Duration) -> Result<()> {
         let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let options = RestartContainerOptionsBuilder::new().t(seconds).build();
-        self.docker.restart_container(id, Some(options)).await.map_err(map_err)
+        self.docker
+            .restart_container(id, Some(options))
+            .await
+            .map_err(map_err)
     }
 
     fn events(&self, instance: &str) -> EventStream {
@@ -285,11 +339,17 @@ impl Runtime for DockerRuntime {
     }
 
     async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>> {
-        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).tail(&tail.to_string()).build();
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
         let chunks: Vec<_> = self.docker.logs(id, Some(options)).collect().await;
         let mut text = String::new();
         for chunk in chunks {
-            text.push_str(&String::from_utf8_lossy(&chunk.map_err(map_err)?.into_bytes()));
+            text.push_str(&String::from_utf8_lossy(
+                &chunk.map_err(map_err)?.into_bytes(),
+            ));
         }
         Ok(text.lines().map(str::to_string).collect())
     }
@@ -302,7 +362,12 @@ impl Runtime for DockerRuntime {
             ..Default::default()
         };
         let exec = self.docker.create_exec(id, config).await.map_err(map_err)?;
-        if let StartExecResults::Attached { mut output, .. } = self.docker.start_exec(&exec.id, None).await.map_err(map_err)? {
+        if let StartExecResults::Attached { mut output, .. } = self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(map_err)?
+        {
             while let Some(chunk) = output.next().await {
                 chunk.map_err(map_err)?;
             }
@@ -312,7 +377,11 @@ impl Runtime for DockerRuntime {
     }
 
     async fn termination(&self, id: &str) -> Result<Termination> {
-        let c = self.docker.inspect_container(id, None).await.map_err(map_err)?;
+        let c = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(map_err)?;
         let state = c.state.unwrap_or_default();
         Ok(Termination {
             exit_code: state.exit_code.unwrap_or_default(),
@@ -323,17 +392,29 @@ impl Runtime for DockerRuntime {
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerSpec> {
-        let c = self.docker.inspect_container(id, None).await.map_err(map_err)?;
+        let c = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(map_err)?;
         let config = c.config.unwrap_or_default();
         let host = c.host_config.unwrap_or_default();
         let mut ports: Vec<PortBinding> = Vec::new();
         for (key, bindings) in host.port_bindings.unwrap_or_default() {
             let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
             let Ok(port) = port.parse() else { continue };
-            let protocol = if proto == "udp" { Protocol::Udp } else { Protocol::Tcp };
+            let protocol = if proto == "udp" {
+                Protocol::Udp
+            } else {
+                Protocol::Tcp
+            };
             for b in bindings.unwrap_or_default() {
                 if let Some(host_port) = b.host_port.and_then(|h| h.parse().ok()) {
-                    ports.push(PortBinding { port, host_port, protocol });
+                    ports.push(PortBinding {
+                        port,
+                        host_port,
+                        protocol,
+                    });
                 }
             }
         }
@@ -342,7 +423,11 @@ impl Runtime for DockerRuntime {
         let mut env = config.env.unwrap_or_default();
         env.sort();
         Ok(ContainerSpec {
-            name: c.name.unwrap_or_default().trim_start_matches('/').to_string(),
+            name: c
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
             image: config.image.unwrap_or_default(),
             image_id: c.image.unwrap_or_default(),
             command: config.cmd,
@@ -354,21 +439,29 @@ impl Runtime for DockerRuntime {
             memory: host.memory.unwrap_or_default(),
             pids: host.pids_limit.unwrap_or_default(),
             cap_add: host.cap_add.unwrap_or_default(),
-            no_new_privileges: host.security_opt.unwrap_or_default().iter().any(|o| o.starts_with("no-new-privileges")),
+            no_new_privileges: host
+                .security_opt
+                .unwrap_or_default()
+                .iter()
+                .any(|o| o.starts_with("no-new-privileges")),
             labels: config.labels.unwrap_or_default().into_iter().collect(),
         })
     }
 
     async fn remove(&self, id: &str) -> Result<()> {
-        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
         match self.docker.remove_container(id, Some(options)).await {
             // Already gone (or already being removed): the goal is reached.
-            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
-            Err(BollardError::DockerResponseServerError { status_code: 409, message })
-                if message.contains("already in progress") =>
-            {
-                Ok(())
-            }
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) if message.contains("already in progress") => Ok(()),
             other => other.map_err(map_err),
         }
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::{
-    ContainerSpec, ContainerState, EventStream, Termination, ImageIndex, Observed, Result, Runtime, RuntimeError, LABEL_CHALLENGE,
-    LABEL_INSTANCE,
+    ContainerSpec, ContainerState, EventStream, ImageIndex, Observed, Result, Runtime,
+    RuntimeError, Termination, LABEL_CHALLENGE, LABEL_INSTANCE,
 };
 
 /// A fake engine holding containers in a map; counts the mutating calls it served.
@@ -50,7 +50,9 @@ impl FakeRuntime {
     fn mutate<T>(&self, id: &str, f: impl FnOnce(&mut Observed) -> T) -> Result<T> {
         self.mutations.fetch_add(1, Ordering::Relaxed);
         let mut containers = lock(&self.containers);
-        let container = containers.get_mut(id).ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        let container = containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
         Ok(f(container))
     }
 }
@@ -68,7 +70,10 @@ impl Runtime for FakeRuntime {
         Ok(lock(&self.containers)
             .values()
             .filter(|o| o.labels.get(LABEL_INSTANCE).map(String::as_str) == Some(instance))
-            .filter(|o| challenge.is_none() || o.labels.get(LABEL_CHALLENGE).map(String::as_str) == challenge)
+            .filter(|o| {
+                challenge.is_none()
+                    || o.labels.get(LABEL_CHALLENGE).map(String::as_str) == challenge
+            })
             .cloned()
             .collect())
     }
@@ -85,7 +90,10 @@ impl Runtime for FakeRuntime {
         self.mutations.fetch_add(1, Ordering::Relaxed);
         let mut containers = lock(&self.containers);
         if containers.values().any(|o| o.name == spec.name) {
-            return Err(RuntimeError::Conflict(format!("name {} is in use", spec.name)));
+            return Err(RuntimeError::Conflict(format!(
+                "name {} is in use",
+                spec.name
+            )));
         }
         let id = format!("fake{:060}", self.next_id.fetch_add(1, Ordering::Relaxed));
         containers.insert(
@@ -141,7 +149,9 @@ impl Runtime for FakeRuntime {
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerSpec> {
-        Err(RuntimeError::NotFound(format!("the fake runtime keeps no specs ({id})")))
+        Err(RuntimeError::NotFound(format!(
+            "the fake runtime keeps no specs ({id})"
+        )))
     }
 
     async fn remove(&self, id: &str) -> Result<()> {

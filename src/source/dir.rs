@@ -29,7 +29,10 @@ pub enum DirError {
 
 /// Scans `root` completely. Files are named in messages as `root` joined with their relative path.
 pub fn scan(root: &Path) -> Result<DirSnapshot, DirError> {
-    let unreadable = |message: String| DirError::Unreadable { path: root.to_path_buf(), message };
+    let unreadable = |message: String| DirError::Unreadable {
+        path: root.to_path_buf(),
+        message,
+    };
     let meta = std::fs::metadata(root).map_err(|e| unreadable(e.to_string()))?;
     if !meta.is_dir() {
         return Err(unreadable("not a directory".to_string()));
@@ -40,7 +43,11 @@ pub fn scan(root: &Path) -> Result<DirSnapshot, DirError> {
     for path in files {
         let display = display_name(root, &path);
         match manifest::load_file(&path, root, &display) {
-            Err(err) => snapshot.file_errors.entry(display).or_default().push(err.to_string()),
+            Err(err) => snapshot
+                .file_errors
+                .entry(display)
+                .or_default()
+                .push(err.to_string()),
             Ok(parsed) => {
                 for doc in parsed.docs {
                     match doc {
@@ -48,12 +55,22 @@ pub fn scan(root: &Path) -> Result<DirSnapshot, DirError> {
                             .claims
                             .entry(challenge.name.clone())
                             .or_default()
-                            .push((display.clone(), Claim::Valid(challenge))),
-                        DocOutcome::Invalid { name: Some(name), errors, .. } => {
+                            .push((display.clone(), Claim::Valid(Box::new(challenge)))),
+                        DocOutcome::Invalid {
+                            name: Some(name),
+                            errors,
+                            ..
+                        } => {
                             let errors = errors.iter().map(ToString::to_string).collect();
-                            snapshot.claims.entry(name).or_default().push((display.clone(), Claim::Invalid(errors)));
+                            snapshot
+                                .claims
+                                .entry(name)
+                                .or_default()
+                                .push((display.clone(), Claim::Invalid(errors)));
                         }
-                        DocOutcome::Invalid { name: None, errors, .. } => snapshot
+                        DocOutcome::Invalid {
+                            name: None, errors, ..
+                        } => snapshot
                             .file_errors
                             .entry(display.clone())
                             .or_default()
@@ -69,19 +86,28 @@ pub fn scan(root: &Path) -> Result<DirSnapshot, DirError> {
 /// How a file is named in messages and in `source`: the root as given plus the relative path.
 pub fn display_name(root: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(root).unwrap_or(file);
-    root.join(rel).to_string_lossy().trim_start_matches("./").to_string()
+    root.join(rel)
+        .to_string_lossy()
+        .trim_start_matches("./")
+        .to_string()
 }
 
 /// Whether a changed path can matter: not inside a dot-directory, not an editor's swap file.
 fn relevant(root: &Path, path: &Path) -> bool {
     let rel = path.strip_prefix(root).unwrap_or(path);
-    !rel.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+    !rel.components()
+        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
 }
 
 /// Watches `roots` and sends `()` on `tx` once per burst of changes (quiet for `quiet`, but at
 /// most `max_delay` after the first change). Roots that vanish are re-watched when they return.
 /// Runs until `tx` is closed.
-pub async fn watch(roots: Vec<PathBuf>, tx: mpsc::Sender<()>, quiet: Duration, max_delay: Duration) {
+pub async fn watch(
+    roots: Vec<PathBuf>,
+    tx: mpsc::Sender<()>,
+    quiet: Duration,
+    max_delay: Duration,
+) {
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
     let roots_for_cb = roots.clone();
     let handler = move |event: notify::Result<notify::Event>| {
@@ -93,7 +119,11 @@ pub async fn watch(roots: Vec<PathBuf>, tx: mpsc::Sender<()>, quiet: Duration, m
             return;
         }
         let matters = event.paths.is_empty()
-            || event.paths.iter().any(|p| roots_for_cb.iter().any(|r| !p.starts_with(r) || relevant(r, p)));
+            || event.paths.iter().any(|p| {
+                roots_for_cb
+                    .iter()
+                    .any(|r| !p.starts_with(r) || relevant(r, p))
+            });
         if matters {
             let _ = raw_tx.send(());
         }
@@ -119,7 +149,9 @@ pub async fn watch(roots: Vec<PathBuf>, tx: mpsc::Sender<()>, quiet: Duration, m
                         tracing::debug!(root = %root.display(), "watching");
                         let _ = tx.try_send(());
                     }
-                    Err(err) => tracing::warn!(root = %root.display(), error = %err, "cannot watch directory"),
+                    Err(err) => {
+                        tracing::warn!(root = %root.display(), error = %err, "cannot watch directory")
+                    }
                 }
             } else if !exists && watched[i] {
                 let _ = watcher.unwatch(root);
@@ -162,20 +194,32 @@ mod tests {
     #[test]
     fn display_names_keep_the_root_as_given() {
         assert_eq!(
-            display_name(Path::new("challenges"), Path::new("challenges/echo/challenge.yaml")),
+            display_name(
+                Path::new("challenges"),
+                Path::new("challenges/echo/challenge.yaml")
+            ),
             "challenges/echo/challenge.yaml"
         );
-        assert_eq!(display_name(Path::new("./c"), Path::new("./c/a.yaml")), "c/a.yaml");
+        assert_eq!(
+            display_name(Path::new("./c"), Path::new("./c/a.yaml")),
+            "c/a.yaml"
+        );
     }
 
     #[test]
     fn dot_directories_do_not_matter() {
         assert!(!relevant(Path::new("/r"), Path::new("/r/.git/index")));
-        assert!(relevant(Path::new("/r"), Path::new("/r/echo/challenge.yaml")));
+        assert!(relevant(
+            Path::new("/r"),
+            Path::new("/r/echo/challenge.yaml")
+        ));
     }
 
     #[test]
     fn a_missing_directory_is_unreadable_not_empty() {
-        assert!(matches!(scan(Path::new("/nonexistent/beast")), Err(DirError::Unreadable { .. })));
+        assert!(matches!(
+            scan(Path::new("/nonexistent/beast")),
+            Err(DirError::Unreadable { .. })
+        ));
     }
 }

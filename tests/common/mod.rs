@@ -4,7 +4,7 @@
 //! block, runs the real `beast` binary, and removes exactly its own containers (label filter on
 //! its instance id) when it ends — pass or fail.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -22,8 +22,15 @@ pub fn images() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/build-images.sh");
-        let out = Command::new("bash").arg(script).output().expect("run examples/build-images.sh");
-        assert!(out.status.success(), "build-images.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("bash")
+            .arg(script)
+            .output()
+            .expect("run examples/build-images.sh");
+        assert!(
+            out.status.success(),
+            "build-images.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     });
 }
 
@@ -36,16 +43,29 @@ fn port_block() -> u16 {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("run docker");
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 pub fn docker_ok(args: &[&str]) -> bool {
-    Command::new("docker").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+    Command::new("docker")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 /// One test's world.
@@ -121,8 +141,20 @@ impl Env {
             .arg(&self.manifests)
             .arg("--state-dir")
             .arg(&self.state)
-            .args(["--instance", &self.instance, "--listen", &format!("127.0.0.1:{}", self.listen)])
-            .args(["--port-range", &self.port_range(), "--resync", "2s", "--workers", "4"])
+            .args([
+                "--instance",
+                &self.instance,
+                "--listen",
+                &format!("127.0.0.1:{}", self.listen),
+            ])
+            .args([
+                "--port-range",
+                &self.port_range(),
+                "--resync",
+                "2s",
+                "--workers",
+                "4",
+            ])
             .args(extra)
             .env("BEAST_LOG", "beast=debug,info")
             .stdout(Stdio::null())
@@ -131,14 +163,18 @@ impl Env {
             .expect("start beast");
         self.beast = Some(child);
         self.wait_for("beast to answer /healthz", Duration::from_secs(20), |env| {
-            env.get_status("/healthz").map(|(code, _)| code == 200).unwrap_or(false)
+            env.get_status("/healthz")
+                .map(|(code, _)| code == 200)
+                .unwrap_or(false)
         });
     }
 
     /// SIGTERM, and wait for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.beast.take().expect("beast running");
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -178,19 +214,26 @@ impl Env {
     }
 
     pub fn phase(&self, name: &str) -> Option<String> {
-        self.status(name).and_then(|s| s["status"]["phase"].as_str().map(str::to_string))
+        self.status(name)
+            .and_then(|s| s["status"]["phase"].as_str().map(str::to_string))
     }
 
     pub fn condition(&self, name: &str, kind: &str) -> Option<Value> {
         let s = self.status(name)?;
-        s["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind).cloned()
+        s["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == kind)
+            .cloned()
     }
 
     /// Waits until `name` is Running with all replicas up, and returns its status.
     pub fn wait_running(&self, name: &str) -> Value {
-        self.wait_for(&format!("{name} to be Running"), Duration::from_secs(60), |env| {
-            env.phase(name).as_deref() == Some("Running")
-        });
+        self.wait_for(
+            &format!("{name} to be Running"),
+            Duration::from_secs(60),
+            |env| env.phase(name).as_deref() == Some("Running"),
+        );
         self.status(name).unwrap()
     }
 
@@ -202,28 +245,47 @@ impl Env {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("timed out waiting for {what}\n--- beast log ---\n{}", self.log());
+        panic!(
+            "timed out waiting for {what}\n--- beast log ---\n{}",
+            self.log()
+        );
     }
 
     /// `name → id` of this instance's containers, any state.
     pub fn containers(&self) -> Vec<(String, String, String)> {
         let filter = format!("label=beast.instance={}", self.instance);
-        docker(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}} {{.ID}} {{.State}}"])
-            .lines()
-            .filter_map(|l| {
-                let mut parts = l.split_whitespace();
-                Some((parts.next()?.to_string(), parts.next()?.to_string(), parts.next()?.to_string()))
-            })
-            .collect()
+        docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Names}} {{.ID}} {{.State}}",
+        ])
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some((
+                parts.next()?.to_string(),
+                parts.next()?.to_string(),
+                parts.next()?.to_string(),
+            ))
+        })
+        .collect()
     }
 
     pub fn container_id(&self, name: &str) -> Option<String> {
-        self.containers().into_iter().find(|(n, _, _)| n == name).map(|(_, id, _)| id)
+        self.containers()
+            .into_iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, id, _)| id)
     }
 
     /// Host ports of a challenge's containers, from its status.
     pub fn host_ports(&self, name: &str) -> Vec<u16> {
-        let Some(s) = self.status(name) else { return vec![] };
+        let Some(s) = self.status(name) else {
+            return vec![];
+        };
         s["status"]["containers"]
             .as_array()
             .into_iter()
@@ -262,7 +324,9 @@ pub fn manifest(name: &str, body: &str) -> String {
 pub fn echo(name: &str, extra: &str) -> String {
     manifest(
         name,
-        &format!("  command: [nc, -ll, -p, \"1337\", -e, cat]\n  ports:\n    - port: 1337\n{extra}"),
+        &format!(
+            "  command: [nc, -ll, -p, \"1337\", -e, cat]\n  ports:\n    - port: 1337\n{extra}"
+        ),
     )
 }
 
@@ -271,7 +335,10 @@ pub fn echo_roundtrip(port: u16) -> bool {
     use std::io::{BufRead, BufReader, Write};
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        if let Ok(mut s) = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)) {
+        if let Ok(mut s) = std::net::TcpStream::connect_timeout(
+            &([127, 0, 0, 1], port).into(),
+            Duration::from_secs(2),
+        ) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
             if s.write_all(b"ping\n").is_ok() {
                 let mut line = String::new();
@@ -289,7 +356,10 @@ pub fn echo_roundtrip(port: u16) -> bool {
 pub fn http_get(port: u16, path: &str) -> Option<String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        let out = Command::new("curl").args(["-sf", "-m", "3", &format!("http://127.0.0.1:{port}{path}")]).output().ok()?;
+        let out = Command::new("curl")
+            .args(["-sf", "-m", "3", &format!("http://127.0.0.1:{port}{path}")])
+            .output()
+            .ok()?;
         if out.status.success() {
             return Some(String::from_utf8_lossy(&out.stdout).to_string());
         }

@@ -5,7 +5,10 @@ use std::process::Command;
 use crate::common::*;
 
 fn beast(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_beast")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_beast"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -47,9 +50,15 @@ fn plan_shows_what_would_change_and_why() {
     env.write("b.yaml", &echo("b", ""));
     let plan = |env: &Env| {
         let (code, out, err) = beast(&[
-            "plan", "--manifests", env.manifests.to_str().unwrap(),
-            "--instance", &env.instance, "--state-dir", env.state.to_str().unwrap(),
-            "--port-range", &env.port_range(),
+            "plan",
+            "--manifests",
+            env.manifests.to_str().unwrap(),
+            "--instance",
+            &env.instance,
+            "--state-dir",
+            env.state.to_str().unwrap(),
+            "--port-range",
+            &env.port_range(),
         ]);
         assert_eq!(code, 0, "{out}{err}");
         out

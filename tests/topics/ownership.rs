@@ -8,7 +8,10 @@ use crate::common::*;
 fn a_restart_of_beast_recreates_nothing() {
     let mut env = Env::new("restart");
     env.write("a.yaml", &echo("a", "  replicas: 2\n"));
-    env.write("b.yaml", &echo("b", &format!("      hostPort: {}\n", env.fixed_port(1))));
+    env.write(
+        "b.yaml",
+        &echo("b", &format!("      hostPort: {}\n", env.fixed_port(1))),
+    );
     env.start();
     env.wait_running("a");
     env.wait_running("b");
@@ -17,16 +20,25 @@ fn a_restart_of_beast_recreates_nothing() {
     let status = env.stop();
     assert!(status.success(), "beast exited with {status} on SIGTERM");
     // Containers keep running while beast is away.
-    assert!(env.containers().iter().all(|(_, _, s)| s == "running"), "{:?}", env.containers());
+    assert!(
+        env.containers().iter().all(|(_, _, s)| s == "running"),
+        "{:?}",
+        env.containers()
+    );
 
     env.start();
     env.wait_for("/readyz", Duration::from_secs(30), |env| {
-        env.get_status("/readyz").is_some_and(|(code, _)| code == 200)
+        env.get_status("/readyz")
+            .is_some_and(|(code, _)| code == 200)
     });
     env.wait_running("a");
     assert_eq!(env.containers(), before, "a restart recreated containers");
     assert_eq!(env.host_ports("a"), ports);
-    assert!(!env.log().contains("applying"), "a restart applied operations:\n{}", env.log());
+    assert!(
+        !env.log().contains("applying"),
+        "a restart applied operations:\n{}",
+        env.log()
+    );
 }
 
 #[test]
@@ -54,24 +66,56 @@ fn containers_of_other_instances_and_unlabelled_ones_are_never_touched() {
     env.extra_cleanup.push(foreign.clone());
     env.extra_cleanup.push(unlabelled.clone());
     assert!(docker_ok(&[
-        "create", "--name", &foreign,
-        "--label", &format!("beast.instance={other}"),
-        "--label", "beast.challenge=a", "--label", "beast.replica=1", "--label", "beast.spec-hash=x",
-        BUSYBOX, "sleep", "600",
+        "create",
+        "--name",
+        &foreign,
+        "--label",
+        &format!("beast.instance={other}"),
+        "--label",
+        "beast.challenge=a",
+        "--label",
+        "beast.replica=1",
+        "--label",
+        "beast.spec-hash=x",
+        BUSYBOX,
+        "sleep",
+        "600",
     ]));
-    assert!(docker_ok(&["run", "-d", "--name", &unlabelled, BUSYBOX, "sleep", "600"]));
+    assert!(docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &unlabelled,
+        BUSYBOX,
+        "sleep",
+        "600"
+    ]));
 
     env.write("a.yaml", &echo("a", ""));
     env.start();
     env.wait_running("a");
     std::thread::sleep(Duration::from_secs(5)); // a few resyncs
-    // The foreign one is still there, still only created (never started), still unlabelled.
-    assert_eq!(docker(&["inspect", "-f", "{{.State.Status}}", &foreign]), "created");
-    assert_eq!(docker(&["inspect", "-f", "{{.State.Status}}", &unlabelled]), "running");
+                                                // The foreign one is still there, still only created (never started), still unlabelled.
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Status}}", &foreign]),
+        "created"
+    );
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Status}}", &unlabelled]),
+        "running"
+    );
     env.remove("a.yaml");
-    env.wait_for("a to be pruned", Duration::from_secs(20), |env| env.containers().is_empty());
-    assert_eq!(docker(&["inspect", "-f", "{{.State.Status}}", &foreign]), "created");
-    assert_eq!(docker(&["inspect", "-f", "{{.State.Status}}", &unlabelled]), "running");
+    env.wait_for("a to be pruned", Duration::from_secs(20), |env| {
+        env.containers().is_empty()
+    });
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Status}}", &foreign]),
+        "created"
+    );
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Status}}", &unlabelled]),
+        "running"
+    );
 }
 
 #[test]
@@ -79,13 +123,24 @@ fn orphans_of_this_instance_are_removed() {
     let mut env = Env::new("orphan");
     let orphan = format!("{}_ghost_1", env.instance);
     assert!(docker_ok(&[
-        "run", "-d", "--name", &orphan,
-        "--label", &format!("beast.instance={}", env.instance),
-        "--label", "beast.challenge=ghost", "--label", "beast.replica=1",
-        BUSYBOX, "sleep", "600",
+        "run",
+        "-d",
+        "--name",
+        &orphan,
+        "--label",
+        &format!("beast.instance={}", env.instance),
+        "--label",
+        "beast.challenge=ghost",
+        "--label",
+        "beast.replica=1",
+        BUSYBOX,
+        "sleep",
+        "600",
     ]));
     env.write("a.yaml", &echo("a", ""));
     env.start();
     env.wait_running("a");
-    env.wait_for("the orphan to be removed", Duration::from_secs(20), |env| env.container_id(&orphan).is_none());
+    env.wait_for("the orphan to be removed", Duration::from_secs(20), |env| {
+        env.container_id(&orphan).is_none()
+    });
 }

@@ -33,10 +33,17 @@ fn a_name_defined_twice_keeps_what_runs() {
     let before = env.containers();
     env.write("two.yaml", &echo("a", "  env: {X: y}\n"));
     env.wait_for("Valid=False", Duration::from_secs(20), |env| {
-        env.condition("a", "Valid").is_some_and(|c| c["status"] == "False")
+        env.condition("a", "Valid")
+            .is_some_and(|c| c["status"] == "False")
     });
-    let message = env.condition("a", "Valid").unwrap()["message"].as_str().unwrap().to_string();
-    assert!(message.contains("one.yaml") && message.contains("two.yaml"), "{message}");
+    let message = env.condition("a", "Valid").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("one.yaml") && message.contains("two.yaml"),
+        "{message}"
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(env.containers(), before);
 }
@@ -49,9 +56,14 @@ fn a_missing_image_keeps_the_challenge_pending_with_a_reason() {
         "apiVersion: beast/v1\nkind: Challenge\nmetadata:\n  name: x\nspec:\n  image: beast-examples/does-not-exist:1\n",
     );
     env.start();
-    env.wait_for("Ready=False ImageNotFound", Duration::from_secs(20), |env| {
-        env.condition("x", "Ready").is_some_and(|c| c["reason"] == "ImageNotFound")
-    });
+    env.wait_for(
+        "Ready=False ImageNotFound",
+        Duration::from_secs(20),
+        |env| {
+            env.condition("x", "Ready")
+                .is_some_and(|c| c["reason"] == "ImageNotFound")
+        },
+    );
     assert!(env.containers().is_empty());
 }
 
@@ -61,7 +73,8 @@ fn readyz_and_healthz_answer() {
     env.write("a.yaml", &echo("a", ""));
     env.start();
     env.wait_for("/readyz 200", Duration::from_secs(30), |env| {
-        env.get_status("/readyz").is_some_and(|(code, _)| code == 200)
+        env.get_status("/readyz")
+            .is_some_and(|(code, _)| code == 200)
     });
     let (code, body) = env.get_status("/healthz").unwrap();
     assert_eq!(code, 200);
