@@ -283,9 +283,10 @@ pub fn load_file(path: &Path, root: &Path, display: &str) -> Result<ParsedFile, 
 }
 
 /// Every `*.yaml` / `*.yml` file under `root`, recursively, sorted. Dot-files and dot-directories
-/// (`.git`) are skipped. Symlinked directories are followed only when they lead inside `root` and
-/// to a directory not visited yet (so links cannot loop or pull in outside files). Any directory
-/// that cannot be read is an error, so a caller never mistakes an unreadable tree for an empty one.
+/// (`.git`) are skipped. Symlinked directories are not followed: whatever they lead to inside the
+/// root is walked under its real path anyway, and outside it they could loop or pull in files
+/// nobody watches. Symlinked files are read. Any directory that cannot be read is an error, so a
+/// caller never mistakes an unreadable tree for an empty one.
 pub fn discover(root: &Path) -> Result<Vec<PathBuf>, ManifestError> {
     let shown = root.display().to_string();
     let real_root = root
@@ -294,7 +295,6 @@ pub fn discover(root: &Path) -> Result<Vec<PathBuf>, ManifestError> {
     if !real_root.is_dir() {
         return Err(ManifestError::file(&shown, "not a directory"));
     }
-    let mut visited = HashSet::from([real_root.clone()]);
     let mut found = Vec::new();
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
@@ -312,35 +312,16 @@ pub fn discover(root: &Path) -> Result<Vec<PathBuf>, ManifestError> {
         };
         for entry in entries {
             let entry = entry.map_err(cannot)?;
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with('.') {
+            if entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
             let path = entry.path();
             let Ok(kind) = entry.file_type() else {
                 continue;
             };
-            let is_dir = if kind.is_symlink() {
-                match path.canonicalize() {
-                    Ok(real) if real.is_dir() => {
-                        if real.starts_with(&real_root) && visited.insert(real) {
-                            pending.push(path);
-                        }
-                        continue;
-                    }
-                    Ok(real) => !real.is_file(),
-                    Err(_) => continue, // dangling link
-                }
-            } else {
-                kind.is_dir()
-            };
-            if is_dir {
-                if let Ok(real) = path.canonicalize() {
-                    if visited.insert(real) {
-                        pending.push(path);
-                    }
-                }
-            } else if is_manifest_name(&path) {
+            if kind.is_dir() {
+                pending.push(path);
+            } else if is_manifest_name(&path) && path.is_file() {
                 found.push(path);
             }
         }
@@ -361,11 +342,60 @@ fn is_manifest_name(path: &Path) -> bool {
 pub fn json_schema() -> serde_json::Value {
     let generator = schemars::generate::SchemaSettings::draft07().into_generator();
     let mut value = generator.into_root_schema_for::<raw::Manifest>().to_value();
+    drop_null(&mut value);
     if let Some(object) = value.as_object_mut() {
         object.insert("$id".to_string(), SCHEMA_ID.into());
         object.insert("title".to_string(), "beast/v1 Challenge".into());
+        // Defaulted in `raw` only so that validation can report them with everything else.
+        object.insert(
+            "required".to_string(),
+            serde_json::json!(["apiVersion", "kind", "metadata", "spec"]),
+        );
+        if let Some(properties) = object.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            for field in ["metadata", "spec"] {
+                if let Some(property) = properties.get_mut(field).and_then(|p| p.as_object_mut()) {
+                    property.remove("default");
+                }
+            }
+        }
     }
     value
+}
+
+/// Removes the `null` alternative schemars gives every `Option`: an editor should not suggest
+/// `image: null`, which validation refuses anyway.
+fn drop_null(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    let is_null = |v: &Value| v.get("type").and_then(Value::as_str) == Some("null");
+    match value {
+        Value::Object(object) => {
+            if let Some(Value::Array(types)) = object.get_mut("type") {
+                types.retain(|t| t != "null");
+                if let [only] = types.as_slice() {
+                    let only = only.clone();
+                    object.insert("type".to_string(), only);
+                }
+            }
+            if let Some(Value::Array(options)) = object.get("anyOf") {
+                if let [a, b] = options.as_slice() {
+                    let kept = if is_null(b) {
+                        Some(a)
+                    } else if is_null(a) {
+                        Some(b)
+                    } else {
+                        None
+                    };
+                    if let Some(Value::Object(kept)) = kept.cloned() {
+                        object.remove("anyOf");
+                        object.extend(kept);
+                    }
+                }
+            }
+            object.values_mut().for_each(drop_null);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_null),
+        _ => {}
+    }
 }
 
 /// For `beast validate PATH...`: parses every given file, and every manifest under every given
@@ -620,5 +650,500 @@ fn redact(outcome: DocOutcome, flag: Option<&str>) -> DocOutcome {
                 .collect(),
         },
         valid => valid,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::model::{ImageSource, Probe, Protocol};
+
+    const FULL: &str = r#"apiVersion: beast/v1
+kind: Challenge
+metadata:
+  name: echo-tcp
+  labels:
+    category: misc
+spec:
+  description: Talk to the echo server
+  category: misc
+  points: 100
+  tags:
+  - warmup
+  hints:
+  - it echoes
+  flag: flag{echo_echo}
+  image: example/echo:1
+  command:
+  - nc
+  - -ll
+  - -p
+  - '1337'
+  - -e
+  - cat
+  workingDir: /srv
+  env:
+    MODE: echo
+  ports:
+  - port: 1337
+    hostPort: 31337
+    protocol: tcp
+  resources:
+    cpus: 0.5
+    memory: 128Mi
+    pids: 128
+  healthcheck:
+    tcp:
+      port: 1337
+    interval: 10s
+    timeout: 2s
+    retries: 3
+    startPeriod: 5s
+  replicas: 1
+  attachments:
+  - public/handout.tar.gz
+"#;
+
+    fn parse(text: &str) -> ParsedFile {
+        parse_str(
+            text,
+            "challenges/echo/challenge.yaml",
+            Path::new("/w/challenges/echo"),
+            Path::new("/w/challenges"),
+        )
+    }
+
+    fn messages(file: &ParsedFile) -> Vec<String> {
+        file.errors().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn full_manifest_round_trips() {
+        let raw: raw::Manifest = serde_yaml::from_str(FULL).unwrap();
+        assert_eq!(serde_yaml::to_string(&raw).unwrap(), FULL);
+        let file = parse(FULL);
+        assert!(file.is_valid(), "{:?}", messages(&file));
+        let c = file.challenges().next().unwrap();
+        assert_eq!(c.name, "echo-tcp");
+        assert_eq!(c.flag.as_deref(), Some("flag{echo_echo}"));
+        let run = c.run.as_ref().unwrap();
+        assert_eq!(run.source, ImageSource::Image("example/echo:1".into()));
+        assert_eq!(run.ports[0].protocol, Protocol::Tcp);
+        assert_eq!(
+            run.healthcheck.as_ref().unwrap().probe,
+            Probe::Tcp { port: 1337 }
+        );
+        assert_eq!(
+            c.attachments[0].path,
+            PathBuf::from("/w/challenges/echo/public/handout.tar.gz")
+        );
+        assert_eq!(file.docs[0].line(), 1);
+    }
+
+    #[test]
+    fn minimal_manifest_prints_clean() {
+        let raw: raw::Manifest =
+            serde_yaml::from_str("apiVersion: beast/v1\nkind: Challenge\nmetadata: {name: a}\nspec: {image: x, ports: [{port: 1}]}\n").unwrap();
+        assert_eq!(
+            serde_yaml::to_string(&raw).unwrap(),
+            "apiVersion: beast/v1\nkind: Challenge\nmetadata:\n  name: a\nspec:\n  image: x\n  ports:\n  - port: 1\n"
+        );
+    }
+
+    #[test]
+    fn exact_message_format() {
+        // Line 14, the port at column 7 as in SPEC §1's example layout.
+        let text = "apiVersion: beast/v1
+kind: Challenge
+metadata:
+  name: echo
+spec:
+  description: Talk to the echo server
+  category: misc
+  points: 100
+  flag: flag{x}
+  image: example/echo:1
+  command: [nc, -ll, -p, '1337', -e, cat]
+  replicas: 1
+  ports:
+    - port: 70000
+";
+        let file = parse(text);
+        assert_eq!(
+            messages(&file),
+            ["challenges/echo/challenge.yaml:14:7: spec.ports[0].port: must be 1-65535"]
+        );
+        assert!(
+            matches!(&file.docs[0], DocOutcome::Invalid { name: Some(n), line: 1, .. } if n == "echo")
+        );
+    }
+
+    #[test]
+    fn display_leaves_out_what_is_unknown() {
+        let mut e = ManifestError::file("request body", "file is larger than 1024 KiB");
+        assert_eq!(e.to_string(), "request body: file is larger than 1024 KiB");
+        e.line = Some(3);
+        e.path = "spec".into();
+        assert_eq!(
+            e.to_string(),
+            "request body:3: spec: file is larger than 1024 KiB"
+        );
+    }
+
+    #[test]
+    fn unknown_key_points_at_the_key() {
+        let text = "apiVersion: beast/v1\nkind: Challenge\nmetadata: {name: echo}\nspec:\n  image: x\n  portz:\n    - port: 1\n";
+        let file = parse(text);
+        assert_eq!(
+            messages(&file),
+            ["challenges/echo/challenge.yaml:6:3: spec.portz: unknown field `portz`, did you mean `ports`?"]
+        );
+        let text = "apiVersion: beast/v1\nkind: Challenge\nmetadata: {name: echo}\nspec:\n  image: x\n  ports:\n    - port: 1\n      hostport: 2\n";
+        let e: Vec<ManifestError> = parse(text).errors().cloned().collect();
+        assert_eq!(
+            (e[0].line, e[0].col, e[0].path.as_str()),
+            (Some(8), Some(7), "spec.ports[0].hostport")
+        );
+        assert_eq!(
+            e[0].message,
+            "unknown field `hostport`, did you mean `hostPort`?"
+        );
+        let text = "apiVersion: beast/v1\nkind: Challenge\nmetadata: {name: echo}\nspec: {image: x}\nstatus: {}\n";
+        let e: Vec<ManifestError> = parse(text).errors().cloned().collect();
+        assert_eq!(
+            (e[0].line, e[0].col, e[0].path.as_str()),
+            (Some(5), Some(1), "status")
+        );
+        assert!(
+            e[0].message
+                .starts_with("unknown field `status`, expected one of"),
+            "{}",
+            e[0].message
+        );
+    }
+
+    #[test]
+    fn type_and_missing_field_errors_have_paths() {
+        let text = "apiVersion: beast/v1\nkind: Challenge\nmetadata: {name: echo}\nspec:\n  image: x\n  ports:\n    - port: http\n";
+        assert_eq!(
+            messages(&parse(text)),
+            ["challenges/echo/challenge.yaml:7:7: spec.ports[0].port: invalid type: string \"http\", expected an integer"]
+        );
+        let text = "apiVersion: beast/v1\nkind: Challenge\nmetadata: {name: echo}\nspec:\n  image: x\n  ports:\n    - hostPort: 80\n";
+        assert_eq!(
+            messages(&parse(text)),
+            ["challenges/echo/challenge.yaml:7:7: spec.ports[0].port: required"]
+        );
+        let text = "apiVersion: beast/v1\nkind: Challenge\nmetadata: {name: echo}\nspec:\n  image: x\n  resources: {memory: 1.5}\n";
+        let m = messages(&parse(text));
+        assert!(m[0].starts_with("challenges/echo/challenge.yaml:6:15: spec.resources.memory: invalid type: floating point `1.5`"), "{m:?}");
+    }
+
+    #[test]
+    fn all_validation_errors_are_collected_with_positions() {
+        let text = "apiVersion: beast/v1\nkind: Challenge\nmetadata:\n  name: Echo\nspec:\n  image: x\n  replicas: 100\n  env: {A: ~}\n";
+        assert_eq!(
+            messages(&parse(text)),
+            [
+                "challenges/echo/challenge.yaml:8:9: spec.env.A: must be a string, found null (write \"\" for an empty string)",
+                "challenges/echo/challenge.yaml:4:3: metadata.name: \"Echo\" is not a DNS label: use lowercase letters, digits and '-', starting and ending with a letter or digit",
+                "challenges/echo/challenge.yaml:7:3: spec.replicas: must be 0-64",
+            ]
+        );
+        // A missing field points at its nearest written ancestor.
+        let text =
+            "apiVersion: beast/v1\nkind: Challenge\nmetadata:\n  labels: {}\nspec: {image: x}\n";
+        assert_eq!(
+            messages(&parse(text)),
+            ["challenges/echo/challenge.yaml:3:1: metadata.name: required"]
+        );
+    }
+
+    #[test]
+    fn multi_document_lines_are_absolute() {
+        let text = "\
+# two challenges
+apiVersion: beast/v1
+kind: Challenge
+metadata: {name: one}
+spec: {image: x}
+---
+
+---
+apiVersion: beast/v1
+kind: Challenge
+metadata: {name: two}
+spec:
+  image: x
+  ports:
+  - port: 0
+...
+";
+        let file = parse(text);
+        assert_eq!(file.docs.len(), 2, "the empty document is skipped");
+        assert!(matches!(&file.docs[0], DocOutcome::Valid { line: 2, .. }));
+        assert!(
+            matches!(&file.docs[1], DocOutcome::Invalid { name: Some(n), line: 9, .. } if n == "two")
+        );
+        assert_eq!(
+            messages(&file),
+            ["challenges/echo/challenge.yaml:15:5: spec.ports[0].port: must be 1-65535"]
+        );
+        assert_eq!(file.challenges().count(), 1);
+    }
+
+    #[test]
+    fn a_document_that_is_not_a_mapping() {
+        let file = parse("- a\n- b\n---\napiVersion: beast/v1\nkind: Challenge\nmetadata: {name: ok}\nspec: {image: x}\n");
+        assert_eq!(
+            messages(&file),
+            ["challenges/echo/challenge.yaml:1:1: a document must be a mapping (a beast/v1 Challenge), found a list"]
+        );
+        assert_eq!(file.challenges().count(), 1);
+        assert!(parse("").docs.is_empty());
+        assert!(parse("# nothing\n---\n").docs.is_empty());
+    }
+
+    #[test]
+    fn syntax_error_invalidates_the_whole_file() {
+        let text = "apiVersion: beast/v1\nkind: Challenge\nmetadata: {name: fine}\nspec: {image: x}\n---\nmetadata:\n  name: broken\nspec: [1\n";
+        let file = parse(text);
+        assert_eq!(file.docs.len(), 1);
+        let DocOutcome::Invalid { errors, name, .. } = &file.docs[0] else {
+            panic!()
+        };
+        assert_eq!(name, &None);
+        assert_eq!((errors[0].line, errors[0].col), (Some(9), Some(1)));
+        assert!(
+            errors[0]
+                .message
+                .starts_with("invalid YAML: did not find expected ',' or ']'"),
+            "{}",
+            errors[0].message
+        );
+        // One document: the name is still recovered.
+        let file = parse("metadata:\n  name: broken\nspec: [1\n");
+        assert_eq!(file.docs[0].name(), Some("broken"));
+    }
+
+    #[test]
+    fn alias_bombs_and_huge_files_are_refused() {
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 0..9 {
+            let prev = if i == 0 {
+                "a".to_string()
+            } else {
+                format!("l{}", i - 1)
+            };
+            bomb.push_str(&format!("l{i}: &l{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        }
+        let file = parse(&bomb);
+        let m = messages(&file);
+        assert_eq!(m.len(), 1);
+        assert!(m[0].contains("repetition limit exceeded"), "{m:?}");
+
+        let huge = format!("# {}\n", "x".repeat(MAX_FILE_BYTES as usize));
+        assert_eq!(
+            messages(&parse(&huge)),
+            ["challenges/echo/challenge.yaml: file is larger than 1024 KiB"]
+        );
+    }
+
+    #[test]
+    fn errors_never_contain_the_flag() {
+        let text = "apiVersion: beast/v1\nkind: Challenge\nmetadata: {name: echo}\nspec:\n  image: x\n  flag: flag{s3cret}\n  points: flag{s3cret}\n";
+        let m = messages(&parse(text));
+        assert_eq!(m.len(), 1);
+        assert!(!m[0].contains("s3cret"), "{m:?}");
+        assert!(m[0].contains("<redacted>"), "{m:?}");
+    }
+
+    #[test]
+    fn static_challenge() {
+        let file = parse("apiVersion: beast/v1\nkind: Challenge\nmetadata: {name: crypto-1}\nspec:\n  points: 50\n  attachments: [public/output.txt]\n");
+        let c = file.challenges().next().unwrap();
+        assert_eq!(c.run, None);
+        assert_eq!(c.attachments[0].name, "public/output.txt");
+        let file = parse("apiVersion: beast/v1\nkind: Challenge\nmetadata: {name: crypto-1}\nspec:\n  attachments: [../../secret]\n");
+        assert_eq!(
+            messages(&file),
+            ["challenges/echo/challenge.yaml:5:17: spec.attachments[0]: \"../../secret\" escapes the manifest's folder"]
+        );
+    }
+
+    #[test]
+    fn path_escape_from_a_file_on_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("challenges");
+        std::fs::create_dir_all(root.join("web")).unwrap();
+        let file = root.join("web/challenge.yaml");
+        std::fs::write(&file, "apiVersion: beast/v1\nkind: Challenge\nmetadata: {name: web}\nspec:\n  build:\n    context: ../..\n").unwrap();
+        let parsed = load_file(&file, &root, "challenges/web/challenge.yaml").unwrap();
+        assert_eq!(
+            messages(&parsed),
+            ["challenges/web/challenge.yaml:6:5: spec.build.context: \"../..\" escapes the watched directory"]
+        );
+        std::fs::write(&file, "apiVersion: beast/v1\nkind: Challenge\nmetadata: {name: web}\nspec:\n  build: {context: ..}\n").unwrap();
+        let parsed = load_file(&file, &root, "x").unwrap();
+        let ImageSource::Build(b) = &parsed
+            .challenges()
+            .next()
+            .unwrap()
+            .run
+            .as_ref()
+            .unwrap()
+            .source
+        else {
+            panic!()
+        };
+        assert_eq!(b.context, root.canonicalize().unwrap());
+    }
+
+    #[test]
+    fn load_file_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e =
+            load_file(&tmp.path().join("missing.yaml"), tmp.path(), "missing.yaml").unwrap_err();
+        assert!(
+            e.to_string().starts_with("missing.yaml: cannot read: "),
+            "{e}"
+        );
+        let bad = tmp.path().join("bad.yaml");
+        std::fs::write(&bad, b"a: \xff\n").unwrap();
+        let parsed = load_file(&bad, tmp.path(), "bad.yaml").unwrap();
+        assert_eq!(messages(&parsed), ["bad.yaml: not valid UTF-8 (at byte 3)"]);
+        std::fs::write(&bad, vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        assert_eq!(
+            messages(&load_file(&bad, tmp.path(), "bad.yaml").unwrap()),
+            ["bad.yaml: file is larger than 1024 KiB"]
+        );
+    }
+
+    #[test]
+    fn discover_walks_sorted_and_skips_dot_entries() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        for dir in ["b", "a/deep", ".git", "a/.hidden"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        for file in [
+            "b/challenge.yaml",
+            "a/deep/x.yml",
+            "a/readme.md",
+            ".git/c.yaml",
+            "a/.hidden/d.yaml",
+            "a/.e.yaml",
+            "top.yaml",
+        ] {
+            std::fs::write(root.join(file), "").unwrap();
+        }
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("o.yaml"), "").unwrap();
+        #[cfg(unix)]
+        for (target, link) in [
+            (root.to_path_buf(), "a/loop"),
+            (root.join("b"), "linked"),
+            (root.join(".git"), "git-link"),
+            (outside.path().to_path_buf(), "out-link"),
+            (root.join("top.yaml"), "b/file-link.yaml"), // a linked file is read
+        ] {
+            std::os::unix::fs::symlink(target, root.join(link)).unwrap();
+        }
+        let found: Vec<String> = discover(root)
+            .unwrap()
+            .iter()
+            .map(|p| p.strip_prefix(root).unwrap().to_string_lossy().into_owned())
+            .collect();
+        let expected: &[&str] = if cfg!(unix) {
+            &[
+                "a/deep/x.yml",
+                "b/challenge.yaml",
+                "b/file-link.yaml",
+                "top.yaml",
+            ]
+        } else {
+            &["a/deep/x.yml", "b/challenge.yaml", "top.yaml"]
+        };
+        assert_eq!(found, expected);
+        assert!(found.windows(2).all(|w| w[0] <= w[1]));
+        assert!(discover(&root.join("nope")).is_err());
+        assert!(discover(&root.join("top.yaml")).is_err());
+    }
+
+    #[test]
+    fn validate_paths_reports_duplicate_names_naming_both_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("challenges");
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        std::fs::create_dir_all(dir.join("b")).unwrap();
+        let doc =
+            "apiVersion: beast/v1\nkind: Challenge\nmetadata: {name: same}\nspec: {image: x}\n";
+        std::fs::write(dir.join("a/c.yaml"), doc).unwrap();
+        std::fs::write(dir.join("b/c.yaml"), format!("# dup\n{doc}")).unwrap();
+        let (files, errors) =
+            validate_paths(&[dir.clone(), dir.join("a/c.yaml"), tmp.path().join("nope")]);
+        assert_eq!(files.len(), 2, "a file named twice is read once");
+        assert!(files.iter().all(ParsedFile::is_valid));
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert!(shown[0].contains("nope: cannot read"), "{shown:?}");
+        let a = dir.join("a/c.yaml").display().to_string();
+        let b = dir.join("b/c.yaml").display().to_string();
+        assert_eq!(
+            shown[1],
+            format!("{b}:2: metadata.name: duplicate name \"same\": also defined at {a}:1")
+        );
+    }
+
+    #[test]
+    fn schema_file_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/challenge.schema.json");
+        let expected = format!(
+            "{}\n",
+            serde_json::to_string_pretty(&json_schema()).unwrap()
+        );
+        if std::env::var_os("BEAST_UPDATE_SCHEMA").is_some() {
+            std::fs::write(&path, &expected).unwrap();
+            return;
+        }
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            current == expected,
+            "{} is stale: regenerate it with `BEAST_UPDATE_SCHEMA=1 cargo test --lib schema`",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn schema_describes_the_manifest() {
+        let schema = json_schema();
+        assert_eq!(schema["$id"], SCHEMA_ID);
+        assert_eq!(schema["additionalProperties"], false);
+        let required = schema["required"].as_array().unwrap();
+        for field in ["apiVersion", "kind", "metadata", "spec"] {
+            assert!(required.iter().any(|r| r == field), "{field}");
+        }
+        let spec = serde_json::to_string(&schema).unwrap();
+        for field in ["hostPort", "startPeriod", "workingDir", "attachments", "Mi"] {
+            assert!(spec.contains(field), "{field}");
+        }
+    }
+
+    #[test]
+    fn shipped_manifests_validate() {
+        for dir in ["manifests", "examples"] {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+            if !dir.is_dir() {
+                continue;
+            }
+            let (files, errors) = validate_paths(&[dir]);
+            let all: Vec<String> = files
+                .iter()
+                .flat_map(messages)
+                .chain(errors.iter().map(ToString::to_string))
+                .collect();
+            assert!(all.is_empty(), "{all:#?}");
+        }
     }
 }

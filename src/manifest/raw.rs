@@ -25,11 +25,14 @@ pub struct Manifest {
     /// Always `Challenge`.
     #[schemars(required, extend("const" = "Challenge"))]
     pub kind: Option<String>,
+    // `metadata` and `spec` are required, but defaulted here so that their absence is reported
+    // by validation (`metadata.name: required`) together with every other error;
+    // `json_schema` marks them required.
+    /// The challenge's identity.
     #[serde(default)]
-    #[schemars(required)]
     pub metadata: Metadata,
+    /// What players see and how the challenge runs.
     #[serde(default)]
-    #[schemars(required)]
     pub spec: Spec,
 }
 
