@@ -35,11 +35,13 @@ pub fn images() {
 }
 
 /// A block of 40 host ports per test: 0..20 for allocation, 20..40 for fixed host ports.
+/// Below the kernel's ephemeral range (32768+), where outgoing connections could hold a port,
+/// and below beast's default range (30000+).
 fn port_block() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let pid_offset = (std::process::id() % 50) as u16 * 40 * 8;
+    let pid_offset = (std::process::id() % 24) as u16 * 400;
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    42000 + ((pid_offset + n * 40) % 20000)
+    20000 + ((pid_offset + n * 40) % 9600)
 }
 
 fn free_port() -> u16 {

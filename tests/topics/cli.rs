@@ -34,7 +34,10 @@ fn validate_reports_file_line_column_and_path() {
     .unwrap();
     let (code, out, _) = beast(&["validate", file.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(out.contains("bad.yaml:8:13: spec.ports[0].port:"), "{out}");
+    assert!(
+        out.contains("bad.yaml:8:7: spec.ports[0].port: must be 1-65535"),
+        "{out}"
+    );
 
     std::fs::write(&file, "apiVersion: beast/v1\nkind: Challenge\nmetadata: {name: ok}\nspec: {image: x, portz: []}\n")
         .unwrap();
