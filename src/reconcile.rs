@@ -324,7 +324,7 @@ impl<R: Runtime> Reconciler<R> {
         &self,
         entry: &Entry,
         observed: &[Observed],
-        images: Option<&ImageIndex>,
+        images: Option<&PassContext>,
     ) -> Result<Wanted, ReconcileError> {
         let Some(challenge) = entry.spec.as_deref() else {
             return Ok(Wanted::Nothing);
@@ -342,7 +342,7 @@ impl<R: Runtime> Reconciler<R> {
             }
         };
         let image_id = match images {
-            Some(index) => index.resolve(&image).map(str::to_string),
+            Some(pass) => pass.images.resolve(&image).map(str::to_string),
             None => self
                 .runtime
                 .image_id(&image)
@@ -350,7 +350,11 @@ impl<R: Runtime> Reconciler<R> {
                 .map_err(rt("inspect image for", &challenge.name))?,
         };
         let image_id = image_id.ok_or_else(|| ReconcileError::ImageNotFound(image.clone()))?;
-        let host_ports = self.host_ports(challenge, run, observed)?;
+        let reserved = match images {
+            Some(pass) => std::borrow::Cow::Borrowed(&pass.reserved),
+            None => std::borrow::Cow::Owned(self.store.fixed_host_ports()),
+        };
+        let host_ports = self.host_ports(challenge, run, observed, &reserved)?;
         let specs = (1..=challenge.replicas)
             .map(|replica| {
                 let ports = host_ports.get(&replica).map(Vec::as_slice).unwrap_or(&[]);
@@ -379,8 +383,8 @@ impl<R: Runtime> Reconciler<R> {
         challenge: &Challenge,
         run: &RunSpec,
         observed: &[Observed],
+        reserved: &BTreeSet<(u16, crate::model::Protocol)>,
     ) -> Result<BTreeMap<u32, Vec<u16>>, ReconcileError> {
-        let reserved = self.store.fixed_host_ports();
         let mut table = self.ports();
         let mut changed = false;
         let mut out = BTreeMap::new();
@@ -412,7 +416,7 @@ impl<R: Runtime> Reconciler<R> {
                         changed |= table.adopt(key.clone(), binding.host_port);
                     }
                 }
-                let (port, allocated) = table.get_or_allocate(&key, &reserved)?;
+                let (port, allocated) = table.get_or_allocate(&key, reserved)?;
                 changed |= allocated;
                 ports.push(port);
             }
@@ -621,7 +625,10 @@ impl<R: Runtime> Reconciler<R> {
             .engine_up
             .store(listed.is_ok(), Ordering::Relaxed);
         let observed = listed?;
-        let images = self.runtime.images().await?;
+        let pass = PassContext {
+            images: self.runtime.images().await?,
+            reserved: self.store.fixed_host_ports(),
+        };
         let mut by_challenge: BTreeMap<&str, Vec<Observed>> = BTreeMap::new();
         for o in &observed {
             if let Some(c) = o.challenge() {
@@ -636,7 +643,7 @@ impl<R: Runtime> Reconciler<R> {
                 .get(entry.name.as_str())
                 .map(Vec::as_slice)
                 .unwrap_or(&[]);
-            match self.wanted(&entry, mine, Some(&images)).await {
+            match self.wanted(&entry, mine, Some(&pass)).await {
                 Ok(Wanted::Nothing) => {
                     wants.insert(entry.name.clone(), Vec::new());
                 }
@@ -655,10 +662,7 @@ impl<R: Runtime> Reconciler<R> {
                     needs_work.insert(entry.name.clone());
                 }
             }
-            let reported_valid = self
-                .status
-                .get(&entry.name)
-                .and_then(|s| s.condition("Valid").map(|c| c.status == "True"));
+            let reported_valid = self.status.valid(&entry.name);
             if reported_valid != Some(entry.is_valid()) {
                 needs_work.insert(entry.name.clone());
             }
@@ -690,7 +694,10 @@ impl<R: Runtime> Reconciler<R> {
     /// The dry run of `beast plan`: every challenge with its ops, without executing any.
     pub async fn dry_run(&self) -> Result<BTreeMap<String, Result<Vec<Op>, String>>, RuntimeError> {
         let observed = self.runtime.list(self.instance(), None).await?;
-        let images = self.runtime.images().await?;
+        let pass = PassContext {
+            images: self.runtime.images().await?,
+            reserved: self.store.fixed_host_ports(),
+        };
         let mut out = BTreeMap::new();
         let mut wants = BTreeMap::new();
         for entry in self.store.snapshot() {
@@ -699,7 +706,7 @@ impl<R: Runtime> Reconciler<R> {
                 .filter(|o| o.challenge() == Some(entry.name.as_str()))
                 .cloned()
                 .collect();
-            match self.wanted(&entry, &mine, Some(&images)).await {
+            match self.wanted(&entry, &mine, Some(&pass)).await {
                 Ok(Wanted::Nothing) => {
                     wants.insert(entry.name.clone(), Vec::new());
                 }
@@ -793,6 +800,12 @@ impl<R: Runtime> ProbeHost for Reconciler<R> {
             queue.add(challenge.to_string());
         }
     }
+}
+
+/// What a pass reads once for all challenges.
+struct PassContext {
+    images: ImageIndex,
+    reserved: BTreeSet<(u16, crate::model::Protocol)>,
 }
 
 /// One line describing an op, for logs and `beast plan`.

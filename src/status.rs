@@ -194,6 +194,14 @@ impl StatusBoard {
         self.read().get(name).cloned()
     }
 
+    /// The reported `Valid` condition of `name`, without copying its status.
+    pub fn valid(&self, name: &str) -> Option<bool> {
+        self.read()
+            .get(name)
+            .and_then(|s| s.condition("Valid"))
+            .map(|c| c.status == "True")
+    }
+
     /// Edits the status of `name` (created on first use).
     pub fn update<T>(&self, name: &str, f: impl FnOnce(&mut RuntimeStatus) -> T) -> T {
         let mut all = self.inner.write().unwrap_or_else(|p| p.into_inner());
