@@ -4,7 +4,6 @@
 #   examples/build-images.sh            # build (skips nothing; Docker's cache keeps it fast)
 # Needs: docker, and /bin/busybox from Debian's busybox-static (installed here when missing and root).
 set -euo pipefail
-export DOCKER_BUILDKIT=0 # the legacy builder, without its deprecation banner (no buildx here)
 here=$(cd "$(dirname "$0")" && pwd)
 
 busybox=${BUSYBOX:-/bin/busybox}
@@ -31,11 +30,20 @@ RUN echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd && echo 'nobody:x:65534:6
  && echo 'root:x:0:' > /etc/group && echo 'nogroup:x:65534:' >> /etc/group && chmod 1777 /tmp
 CMD ["sh"]
 DOCKERFILE
-docker build -q -t beast-examples/busybox:1 "$ctx" >/dev/null
-echo "built beast-examples/busybox:1"
+# Quiet on success (the legacy builder prints a deprecation banner); everything on failure.
+build() {
+  local tag=$1 dir=$2 out
+  if ! out=$(docker build -q -t "$tag" "$dir" 2>&1); then
+    printf '%s\n' "$out" >&2
+    echo "error: building $tag from $dir failed" >&2
+    exit 1
+  fi
+  echo "built $tag"
+}
+
+build beast-examples/busybox:1 "$ctx"
 
 for dir in "$here"/*/image; do
   name=$(basename "$(dirname "$dir")")
-  docker build -q -t "beast-examples/$name:1" "$dir" >/dev/null
-  echo "built beast-examples/$name:1"
+  build "beast-examples/$name:1" "$dir"
 done

@@ -115,7 +115,9 @@ fn handle<R: Runtime>(
     if action == "destroy" {
         reconciler.forget_expected(&event.container_id);
     }
-    queue.add(challenge);
+    if !expected {
+        queue.add(challenge);
+    }
 }
 
 /// An exit beast did not cause: count it, and read back why it ended and what it last said.

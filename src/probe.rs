@@ -31,6 +31,8 @@ pub struct ProbeCounters {
 pub trait ProbeHost: Send + Sync + 'static {
     type R: Runtime;
     fn runtime(&self) -> &Arc<Self::R>;
+    /// The operator's instance id (to re-read a container's address).
+    fn instance(&self) -> &str;
     fn status(&self) -> &StatusBoard;
     /// Marks a container as being restarted by beast (its exit is not a crash).
     fn expect(&self, id: &str);
@@ -136,10 +138,13 @@ async fn probe_loop<H: ProbeHost>(
     host: Arc<H>,
     counters: Arc<ProbeCounters>,
     challenge: String,
-    container: Observed,
+    mut container: Observed,
     hc: Healthcheck,
 ) {
     tokio::time::sleep(hc.start_period).await;
+    if container.ip.is_none() {
+        refresh_address(&host, &challenge, &mut container).await;
+    }
     let mut failures = 0u32;
     let mut healthy: Option<bool> = None;
     loop {
@@ -186,11 +191,22 @@ async fn probe_loop<H: ProbeHost>(
                     }
                     failures = 0;
                     tokio::time::sleep(hc.start_period).await;
+                    // A restarted container may get another address.
+                    refresh_address(&host, &challenge, &mut container).await;
                     continue;
                 }
             }
         }
         tokio::time::sleep(hc.interval).await;
+    }
+}
+
+/// Re-reads the container's address (one list call filtered by instance and challenge).
+async fn refresh_address<H: ProbeHost>(host: &Arc<H>, challenge: &str, container: &mut Observed) {
+    if let Ok(list) = host.runtime().list(host.instance(), Some(challenge)).await {
+        if let Some(now) = list.into_iter().find(|o| o.id == container.id) {
+            container.ip = now.ip;
+        }
     }
 }
 

@@ -29,6 +29,8 @@ pub enum ReconcileError {
     BuildUnsupported(String),
     #[error(transparent)]
     Ports(#[from] PortError),
+    #[error("{name}: host port {port} is already in use on this host (by another container or process); free it or choose another hostPort")]
+    HostPortInUse { name: String, port: String },
     #[error("{action} {name}: {source}")]
     Runtime {
         action: &'static str,
@@ -44,6 +46,7 @@ impl ReconcileError {
             ReconcileError::ImageNotFound(_) => "ImageNotFound",
             ReconcileError::BuildUnsupported(_) => "BuildUnsupported",
             ReconcileError::Ports(_) => "PortAllocation",
+            ReconcileError::HostPortInUse { .. } => "HostPortInUse",
             ReconcileError::Runtime { source, .. } if source.is_unavailable() => {
                 "EngineUnavailable"
             }
@@ -261,6 +264,7 @@ impl<R: Runtime> Reconciler<R> {
             self.status.update(name, |s| s.phase = Phase::Deploying);
         }
         let mut first_error = None;
+        let mut after: Vec<Observed> = observed.clone();
         for op in ops {
             tracing::info!(challenge = %name, op = %describe(&op), "applying");
             let result = self.execute(&op, &specs).await;
@@ -275,19 +279,22 @@ impl<R: Runtime> Reconciler<R> {
             }
             if entry.is_some() {
                 let (reason, warning) = match &result {
-                    Ok(()) => (op_reason(&op, healing), false),
+                    Ok(_) => (op_reason(&op, healing), false),
                     Err(_) => ("Failed", true),
                 };
                 let message = match &result {
-                    Ok(()) => describe(&op),
+                    Ok(_) => describe(&op),
                     Err(err) => format!("{}: {err}", describe(&op)),
                 };
                 self.status
                     .update(name, |s| s.event(warning, reason, message));
             }
-            if let Err(err) = result {
-                tracing::warn!(challenge = %name, error = %err, "operation failed");
-                first_error.get_or_insert(err);
+            match result {
+                Ok(created) => apply_effect(&mut after, &op, created, &specs),
+                Err(err) => {
+                    tracing::warn!(challenge = %name, error = %err, "operation failed");
+                    first_error.get_or_insert(err);
+                }
             }
         }
 
@@ -300,11 +307,22 @@ impl<R: Runtime> Reconciler<R> {
                 }
             }
             Some(entry) => {
-                let observed = self
-                    .runtime
-                    .list(self.instance(), Some(name))
-                    .await
-                    .map_err(rt("list containers of", name))?;
+                // What the ops did is known; read back only when something failed, or when
+                // probes need the new containers' addresses.
+                let probed = entry
+                    .spec
+                    .as_ref()
+                    .and_then(|c| c.run.as_ref())
+                    .is_some_and(|r| r.healthcheck.is_some());
+                let acted = after != observed;
+                let observed = if first_error.is_some() || (probed && acted) {
+                    self.runtime
+                        .list(self.instance(), Some(name))
+                        .await
+                        .map_err(rt("list containers of", name))?
+                } else {
+                    after
+                };
                 self.record(entry, &specs, &observed, first_error.is_none());
                 let keep = entry.spec.as_ref().map(|c| c.replicas).unwrap_or(0);
                 if entry.spec.is_some() && self.ports().release(name, keep) {
@@ -428,11 +446,12 @@ impl<R: Runtime> Reconciler<R> {
         Ok(out)
     }
 
+    /// Carries out one op; returns the id of a container it created.
     async fn execute(
         &self,
         op: &Op,
         specs: &BTreeMap<u32, ContainerSpec>,
-    ) -> Result<(), ReconcileError> {
+    ) -> Result<Option<String>, ReconcileError> {
         let spec_of = |replica: u32| specs.get(&replica);
         let grace = self.settings.stop_grace;
         match op {
@@ -441,27 +460,32 @@ impl<R: Runtime> Reconciler<R> {
                 self.runtime
                     .remove(&target.id)
                     .await
-                    .map_err(rt("remove", &target.name))
+                    .map_err(rt("remove", &target.name))?;
+                Ok(None)
             }
-            Op::Start { target, .. } => self
-                .runtime
-                .start(&target.id)
-                .await
-                .map_err(rt("start", &target.name)),
-            Op::Unpause { target, .. } => self
-                .runtime
-                .unpause(&target.id)
-                .await
-                .map_err(rt("unpause", &target.name)),
+            Op::Start { target, .. } => {
+                self.runtime
+                    .start(&target.id)
+                    .await
+                    .map_err(rt("start", &target.name))?;
+                Ok(None)
+            }
+            Op::Unpause { target, .. } => {
+                self.runtime
+                    .unpause(&target.id)
+                    .await
+                    .map_err(rt("unpause", &target.name))?;
+                Ok(None)
+            }
             Op::Create { replica } => {
                 let Some(spec) = spec_of(*replica) else {
-                    return Ok(());
+                    return Ok(None);
                 };
-                self.create_and_start(spec).await
+                self.create_and_start(spec).await.map(Some)
             }
             Op::Replace { replica, old, .. } => {
                 let Some(spec) = spec_of(*replica) else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 // Park the old one under another name and stop it first: the new container
                 // reuses the name and may bind the same host ports.
@@ -480,11 +504,13 @@ impl<R: Runtime> Reconciler<R> {
                     });
                 }
                 match self.create_and_start(spec).await {
-                    Ok(()) => self
-                        .runtime
-                        .remove(&old.id)
-                        .await
-                        .map_err(rt("remove", &parked)),
+                    Ok(id) => {
+                        self.runtime
+                            .remove(&old.id)
+                            .await
+                            .map_err(rt("remove", &parked))?;
+                        Ok(Some(id))
+                    }
                     Err(err) => {
                         // Roll back: the old version keeps serving until the new one can.
                         if let Ok(list) = self.runtime.list(self.instance(), None).await {
@@ -502,7 +528,7 @@ impl<R: Runtime> Reconciler<R> {
         }
     }
 
-    async fn create_and_start(&self, spec: &ContainerSpec) -> Result<(), ReconcileError> {
+    async fn create_and_start(&self, spec: &ContainerSpec) -> Result<String, ReconcileError> {
         let id = self
             .runtime
             .create(spec)
@@ -510,14 +536,21 @@ impl<R: Runtime> Reconciler<R> {
             .map_err(rt("create", &spec.name))?;
         if let Err(source) = self.runtime.start(&id).await {
             // A container that cannot start (e.g. its host port is taken) must not linger half-made.
+            self.expect_exit(&id);
             let _ = self.runtime.remove(&id).await;
+            if let Some(port) = port_in_use(&source) {
+                return Err(ReconcileError::HostPortInUse {
+                    name: spec.name.clone(),
+                    port,
+                });
+            }
             return Err(ReconcileError::Runtime {
                 action: "start",
                 name: spec.name.clone(),
                 source,
             });
         }
-        Ok(())
+        Ok(id)
     }
 
     /// Writes the status of `entry` from the containers now observed.
@@ -767,6 +800,25 @@ fn container_status(o: &Observed) -> ContainerStatus {
     }
 }
 
+/// The host port named by the engine's "address already in use" / "port is already allocated".
+fn port_in_use(err: &RuntimeError) -> Option<String> {
+    let RuntimeError::Engine { message, .. } = err else {
+        return None;
+    };
+    if !(message.contains("address already in use")
+        || message.contains("port is already allocated"))
+    {
+        return None;
+    }
+    // "... listen tcp4 0.0.0.0:31337: bind: address already in use" or "Bind for 0.0.0.0:31337 failed"
+    let port = message
+        .split(char::is_whitespace)
+        .filter_map(|w| w.trim_end_matches(':').rsplit(':').next())
+        .find(|p| p.parse::<u16>().is_ok())
+        .unwrap_or("?");
+    Some(port.to_string())
+}
+
 /// The history reason of a successful op.
 fn op_reason(op: &Op, healing: bool) -> &'static str {
     match (op, healing) {
@@ -784,6 +836,9 @@ impl<R: Runtime> ProbeHost for Reconciler<R> {
     fn runtime(&self) -> &Arc<R> {
         &self.runtime
     }
+    fn instance(&self) -> &str {
+        &self.settings.instance
+    }
     fn status(&self) -> &StatusBoard {
         &self.status
     }
@@ -799,6 +854,38 @@ impl<R: Runtime> ProbeHost for Reconciler<R> {
         {
             queue.add(challenge.to_string());
         }
+    }
+}
+
+/// Updates the observed containers with the effect of a successful op.
+fn apply_effect(
+    after: &mut Vec<Observed>,
+    op: &Op,
+    created: Option<String>,
+    specs: &BTreeMap<u32, ContainerSpec>,
+) {
+    match op {
+        Op::Remove { target, .. } | Op::Replace { old: target, .. } => {
+            after.retain(|o| o.id != target.id)
+        }
+        Op::Start { target, .. } | Op::Unpause { target, .. } => {
+            for o in after.iter_mut().filter(|o| o.id == target.id) {
+                o.state = ContainerState::Running;
+            }
+        }
+        Op::Create { .. } => {}
+    }
+    if let (Some(id), Some(spec)) = (created, op.replica().and_then(|r| specs.get(&r))) {
+        after.push(Observed {
+            id,
+            name: spec.name.clone(),
+            labels: spec.labels.clone(),
+            state: ContainerState::Running,
+            status: "Up".to_string(),
+            ports: spec.ports.clone(),
+            created: time::OffsetDateTime::now_utc().unix_timestamp(),
+            ip: None,
+        });
     }
 }
 

@@ -132,6 +132,11 @@ impl Env {
     }
 
     pub fn start_with(&mut self, extra: &[&str]) {
+        self.start_env(extra, &[]);
+    }
+
+    /// Starts beast with extra flags and environment variables (e.g. `DOCKER_HOST`).
+    pub fn start_env(&mut self, extra: &[&str], vars: &[(&str, &str)]) {
         assert!(self.beast.is_none(), "beast already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -158,6 +163,7 @@ impl Env {
                 "4",
             ])
             .args(extra)
+            .envs(vars.iter().copied())
             .env("BEAST_LOG", "beast=debug,info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -274,6 +280,29 @@ impl Env {
             ))
         })
         .collect()
+    }
+
+    /// The full name of a replica's container.
+    pub fn name(&self, challenge: &str, replica: u32) -> String {
+        format!("{}_{challenge}_{replica}", self.instance)
+    }
+
+    /// Whether the replica's container is running.
+    pub fn running(&self, challenge: &str, replica: u32) -> bool {
+        let name = self.name(challenge, replica);
+        self.containers()
+            .iter()
+            .any(|(n, _, s)| *n == name && s == "running")
+    }
+
+    /// The history reasons of a challenge's status.
+    pub fn event_reasons(&self, name: &str) -> Vec<String> {
+        self.status(name)
+            .and_then(|s| s["status"]["events"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| e["reason"].as_str().map(str::to_string))
+            .collect()
     }
 
     pub fn container_id(&self, name: &str) -> Option<String> {

@@ -1,4 +1,6 @@
 mod cli;
 mod converge;
+mod healing;
+mod outage;
 mod ownership;
 mod resilience;
