@@ -115,6 +115,8 @@ pub struct PortAllocator {
     file: Option<PathBuf>,
     /// Probe the host before handing out a port (off in tests of the pure logic).
     probe_host: bool,
+    /// Changed since the last [`PortAllocator::take_pending`].
+    dirty: bool,
 }
 
 impl PortAllocator {
@@ -125,6 +127,7 @@ impl PortAllocator {
             assigned: BTreeMap::new(),
             file: None,
             probe_host: false,
+            dirty: false,
         }
     }
 
@@ -136,6 +139,7 @@ impl PortAllocator {
             assigned: BTreeMap::new(),
             file: Some(file.clone()),
             probe_host: true,
+            dirty: false,
         };
         match std::fs::read(&file) {
             Ok(bytes) => {
@@ -171,7 +175,9 @@ impl PortAllocator {
 
     /// Records a port found on an adopted container (it wins over a stale table entry).
     pub fn adopt(&mut self, key: PortKey, host_port: u16) -> bool {
-        self.assigned.insert(key, host_port) != Some(host_port)
+        let changed = self.assigned.insert(key, host_port) != Some(host_port);
+        self.dirty |= changed;
+        changed
     }
 
     /// The port of `key`, allocating one if it has none or if its port is now `reserved`
@@ -202,6 +208,7 @@ impl PortAllocator {
                 continue;
             }
             self.assigned.insert(key.clone(), port);
+            self.dirty = true;
             return Ok((port, true));
         }
         Err(PortError::Exhausted {
@@ -216,7 +223,9 @@ impl PortAllocator {
         let before = self.assigned.len();
         self.assigned
             .retain(|k, _| k.challenge != challenge || k.replica <= keep_replicas);
-        before != self.assigned.len()
+        let changed = before != self.assigned.len();
+        self.dirty |= changed;
+        changed
     }
 
     /// Challenges that hold allocations.
@@ -224,30 +233,44 @@ impl PortAllocator {
         self.assigned.keys().map(|k| k.challenge.clone()).collect()
     }
 
-    /// Writes the table (temp file, fsync, rename) if it is persisted.
-    pub fn save(&self) -> Result<(), PortError> {
-        let Some(file) = &self.file else {
-            return Ok(());
-        };
+    /// What must be written to make the table durable, if anything changed since the last call.
+    /// Take it under the caller's write lock, then [`write_table`] it without holding the table.
+    pub fn take_pending(&mut self) -> Option<(PathBuf, Vec<u8>)> {
+        if !std::mem::take(&mut self.dirty) {
+            return None;
+        }
+        let file = self.file.clone()?;
         let table: BTreeMap<String, u16> = self
             .assigned
             .iter()
             .map(|(k, v)| (k.encode(), *v))
             .collect();
-        let write_err = |source| PortError::Write {
-            path: file.clone(),
-            source,
-        };
-        let dir = file.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(write_err)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
-        let bytes =
-            serde_json::to_vec_pretty(&table).map_err(|e| write_err(std::io::Error::other(e)))?;
-        tmp.write_all(&bytes).map_err(write_err)?;
-        tmp.as_file().sync_all().map_err(write_err)?;
-        tmp.persist(file).map_err(|e| write_err(e.error))?;
-        Ok(())
+        let bytes = serde_json::to_vec_pretty(&table).unwrap_or_default();
+        Some((file, bytes))
     }
+
+    /// Writes the table now if it changed (temp file, fsync, rename).
+    pub fn save(&mut self) -> Result<(), PortError> {
+        match self.take_pending() {
+            Some((file, bytes)) => write_table(&file, &bytes),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes a table durably: temp file in the same directory, fsync, rename over the old one.
+pub fn write_table(file: &Path, bytes: &[u8]) -> Result<(), PortError> {
+    let write_err = |source| PortError::Write {
+        path: file.to_path_buf(),
+        source,
+    };
+    let dir = file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(write_err)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
+    tmp.write_all(bytes).map_err(write_err)?;
+    tmp.as_file().sync_all().map_err(write_err)?;
+    tmp.persist(file).map_err(|e| write_err(e.error))?;
+    Ok(())
 }
 
 /// Whether nothing on this host listens on `port` (a bind probe, released at once).

@@ -14,7 +14,7 @@ use crate::containers::{container_name, hash_of, replica_spec, Defaults, Image};
 use crate::desired::{DesiredStore, Entry};
 use crate::model::{Challenge, ImageSource, RunSpec};
 use crate::plan::{plan_all, plan_challenge, Op, Want};
-use crate::ports::{PortAllocator, PortError, PortKey};
+use crate::ports::{write_table, PortAllocator, PortError, PortKey};
 use crate::probe::{ProbeHost, Prober};
 use crate::queue::WorkQueue;
 use crate::runtime::{ContainerSpec, ContainerState, ImageIndex, Observed, Runtime, RuntimeError};
@@ -112,6 +112,8 @@ pub struct Reconciler<R: Runtime> {
     pub prober: Prober,
     settings: Settings,
     ports: Mutex<PortAllocator>,
+    /// Serialises writes of the port table (taken before the table's own lock).
+    port_writer: Mutex<()>,
     /// Containers beast itself is stopping, restarting or removing: their exits are no crash.
     expected: Mutex<HashSet<String>>,
     queue: Mutex<Option<WorkQueue<String>>>,
@@ -142,6 +144,7 @@ impl<R: Runtime> Reconciler<R> {
             prober: Prober::default(),
             settings,
             ports: Mutex::new(ports),
+            port_writer: Mutex::new(()),
             expected: Mutex::new(HashSet::new()),
             queue: Mutex::new(None),
             me: me.clone(),
@@ -151,6 +154,16 @@ impl<R: Runtime> Reconciler<R> {
     /// Lets probes and events ask for a reconcile.
     pub fn attach_queue(&self, queue: WorkQueue<String>) {
         *self.queue.lock().unwrap_or_else(|p| p.into_inner()) = Some(queue);
+    }
+
+    /// Makes port allocations durable (one write for any number of changes since the last).
+    fn persist_ports(&self) -> Result<(), ReconcileError> {
+        let _writer = self.port_writer.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = self.ports().take_pending();
+        match pending {
+            Some((file, bytes)) => Ok(write_table(&file, &bytes)?),
+            None => Ok(()),
+        }
     }
 
     /// Whether beast itself is stopping or removing container `id`.
@@ -253,6 +266,8 @@ impl<R: Runtime> Reconciler<R> {
             .collect();
         let refs: Vec<&Observed> = observed.iter().collect();
         let ops = plan_challenge(self.instance(), &wants, &refs);
+        // New allocations are durable before any container publishes them.
+        self.persist_ports()?;
 
         // A corrective op on a challenge whose current generation had converged is a heal.
         let healing = entry.as_ref().is_some_and(|e| {
@@ -302,9 +317,8 @@ impl<R: Runtime> Reconciler<R> {
             None => {
                 self.prober.forget(name);
                 self.status.remove(name);
-                if self.ports().release(name, 0) {
-                    self.ports().save()?;
-                }
+                self.ports().release(name, 0);
+                self.persist_ports()?;
             }
             Some(entry) => {
                 // What the ops did is known; read back only when something failed, or when
@@ -325,8 +339,9 @@ impl<R: Runtime> Reconciler<R> {
                 };
                 self.record(entry, &specs, &observed, first_error.is_none());
                 let keep = entry.spec.as_ref().map(|c| c.replicas).unwrap_or(0);
-                if entry.spec.is_some() && self.ports().release(name, keep) {
-                    self.ports().save()?;
+                if entry.spec.is_some() {
+                    self.ports().release(name, keep);
+                    self.persist_ports()?;
                 }
             }
         }
@@ -404,7 +419,6 @@ impl<R: Runtime> Reconciler<R> {
         reserved: &BTreeSet<(u16, crate::model::Protocol)>,
     ) -> Result<BTreeMap<u32, Vec<u16>>, ReconcileError> {
         let mut table = self.ports();
-        let mut changed = false;
         let mut out = BTreeMap::new();
         for replica in 1..=challenge.replicas {
             let mut ports = Vec::with_capacity(run.ports.len());
@@ -431,17 +445,13 @@ impl<R: Runtime> Reconciler<R> {
                                 && table.range().contains(b.host_port)
                         });
                     if let Some(binding) = existing {
-                        changed |= table.adopt(key.clone(), binding.host_port);
+                        table.adopt(key.clone(), binding.host_port);
                     }
                 }
-                let (port, allocated) = table.get_or_allocate(&key, reserved)?;
-                changed |= allocated;
+                let (port, _) = table.get_or_allocate(&key, reserved)?;
                 ports.push(port);
             }
             out.insert(replica, ports);
-        }
-        if changed {
-            table.save()?;
         }
         Ok(out)
     }
@@ -701,6 +711,9 @@ impl<R: Runtime> Reconciler<R> {
             }
         }
         let plan = plan_all(self.instance(), &wants, &observed);
+        if let Err(err) = self.persist_ports() {
+            tracing::warn!(error = %err, "could not save the port table");
+        }
         needs_work.extend(plan.keys().filter(|k| !k.is_empty()).cloned());
         if let Some(debris) = plan.get("") {
             for op in debris {
