@@ -650,3 +650,477 @@ fn crash_point(
         source: io::Error::other(format!("simulated crash at {stage:?}")),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+
+    fn manifest(name: &str, description: &str) -> raw::Manifest {
+        let mut m = raw::Manifest {
+            api_version: Some("beast/v1".to_string()),
+            kind: Some("Challenge".to_string()),
+            ..Default::default()
+        };
+        m.metadata.name = Some(name.to_string());
+        m.spec.description = Some(description.to_string());
+        m.spec.image = Some("nginx:1".to_string());
+        m.spec.ports = vec![raw::Port {
+            port: 80,
+            host_port: None,
+            protocol: Some("tcp".to_string()),
+        }];
+        m.spec.resources = Some(raw::Resources {
+            cpus: Some(0.5),
+            memory: Some(raw::Quantity::Text("64Mi".to_string())),
+            pids: None,
+        });
+        m
+    }
+
+    fn description(store: &ApiStore, name: &str) -> Option<String> {
+        store.get(name).and_then(|s| s.manifest.spec.description)
+    }
+
+    fn open(dir: &Path) -> ApiStore {
+        ApiStore::open(dir).unwrap()
+    }
+
+    fn arm(stage: Stage) {
+        CRASH_AT.with(|c| c.set(Some(stage)));
+    }
+
+    fn files(dir: &Path) -> BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn put_get_list_roundtrip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        assert!(store.warnings().is_empty());
+        assert_eq!(store.get("web"), None);
+        let mut web = manifest("web", "a web challenge");
+        web.metadata.resource_version = Some("99".to_string());
+        let v1 = store.put("web", web.clone(), None).unwrap();
+        let v2 = store
+            .put("pwn", manifest("pwn", "a pwn one"), None)
+            .unwrap();
+
+        web.metadata.resource_version = None;
+        let got = store.get("web").unwrap();
+        assert_eq!(
+            got.manifest, web,
+            "resourceVersion is not stored in the manifest"
+        );
+        assert_eq!(got.resource_version, v1);
+        assert_eq!(
+            got.served_manifest().metadata.resource_version,
+            Some(v1.to_string())
+        );
+        let names: Vec<_> = store
+            .list()
+            .into_iter()
+            .map(|(n, s)| (n, s.resource_version))
+            .collect();
+        assert_eq!(
+            names,
+            vec![("pwn".to_string(), v2), ("web".to_string(), v1)]
+        );
+
+        // The same after a restart, and the file is the documented JSON.
+        let reopened = open(tmp.path());
+        assert_eq!(reopened.list(), store.list());
+        let text = std::fs::read_to_string(tmp.path().join("challenges/web.json")).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["resourceVersion"], v1);
+        assert_eq!(json["manifest"]["metadata"]["name"], "web");
+        assert_eq!(json["manifest"]["spec"]["resources"]["memory"], "64Mi");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        for bad in ["../etc", "Web", "", "a/b", "-x"] {
+            let err = store.put(bad, manifest(bad, "x"), None).unwrap_err();
+            assert!(
+                matches!(err, StoreError::InvalidName { .. }),
+                "{bad}: {err}"
+            );
+            assert!(store.set_deployed(bad, false).is_err());
+        }
+        let err = store.put("web", manifest("pwn", "x"), None).unwrap_err();
+        assert!(matches!(err, StoreError::NameMismatch { .. }), "{err}");
+        assert!(store.list().is_empty());
+    }
+
+    #[test]
+    fn versions_strictly_increase_across_puts_deletes_and_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let a1 = store.put("a", manifest("a", "1"), None).unwrap();
+        let b1 = store.put("b", manifest("b", "1"), None).unwrap();
+        let a2 = store.put("a", manifest("a", "2"), None).unwrap();
+        assert!(a1 < b1 && b1 < a2);
+        // The highest version is deleted, then the store restarts: never reused.
+        assert!(store.delete("a", None).unwrap());
+        drop(store);
+        let store = open(tmp.path());
+        let a3 = store.put("a", manifest("a", "3"), None).unwrap();
+        assert!(a3 > a2, "{a3} > {a2}");
+        store.set_deployed("b", false).unwrap();
+        let lifecycle = store.lifecycle("b").unwrap().resource_version;
+        assert!(lifecycle > a3);
+        store.forget_lifecycle("b").unwrap();
+        drop(store);
+        let store = open(tmp.path());
+        let b2 = store.put("b", manifest("b", "2"), None).unwrap();
+        assert!(b2 > lifecycle);
+    }
+
+    #[test]
+    fn an_identical_put_keeps_the_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let v1 = store.put("a", manifest("a", "1"), None).unwrap();
+        assert_eq!(store.put("a", manifest("a", "1"), Some(v1)).unwrap(), v1);
+        let v2 = store.put("a", manifest("a", "2"), Some(v1)).unwrap();
+        assert!(v2 > v1);
+    }
+
+    #[test]
+    fn if_match_is_enforced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let err = store.put("a", manifest("a", "1"), Some(1)).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict { current: None }),
+            "{err}"
+        );
+        let v1 = store.put("a", manifest("a", "1"), None).unwrap();
+        let v2 = store.put("a", manifest("a", "2"), Some(v1)).unwrap();
+        // A second writer still holding v1 loses.
+        let err = store.put("a", manifest("a", "3"), Some(v1)).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict { current: Some(v) } if v == v2),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&v2.to_string()), "{err}");
+        assert_eq!(description(&store, "a").as_deref(), Some("2"));
+        // Create refuses an existing name.
+        let err = store.create("a", manifest("a", "4")).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { current: Some(v) } if v == v2));
+        assert!(store.create("b", manifest("b", "1")).unwrap() > v2);
+        // Delete with a stale version fails and keeps the challenge.
+        let err = store.delete("a", Some(v1)).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { current: Some(v) } if v == v2));
+        assert!(store.get("a").is_some());
+        let err = store.delete("zzz", Some(v1)).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { current: None }));
+    }
+
+    #[test]
+    fn delete_removes_durably() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let v = store.put("a", manifest("a", "1"), None).unwrap();
+        store.put("b", manifest("b", "1"), None).unwrap();
+        assert!(store.delete("a", Some(v)).unwrap());
+        assert!(!store.delete("a", None).unwrap());
+        assert_eq!(store.get("a"), None);
+        let reopened = open(tmp.path());
+        assert_eq!(reopened.get("a"), None);
+        assert!(reopened.get("b").is_some());
+        assert!(reopened.warnings().is_empty());
+    }
+
+    #[test]
+    fn lifecycle_defaults_to_deployed_and_survives_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        assert!(store.deployed("web"));
+        assert_eq!(store.lifecycle("web"), None);
+        // Any name, stored here or not (a watched directory's challenge).
+        store.set_deployed("web", false).unwrap();
+        store.put("pwn", manifest("pwn", "1"), None).unwrap();
+        store.set_deployed("pwn", false).unwrap();
+        assert!(!store.deployed("web"));
+        let reopened = open(tmp.path());
+        assert!(!reopened.deployed("web"));
+        assert!(!reopened.deployed("pwn"));
+        // Deleting the manifest keeps the lifecycle; forgetting it does not.
+        reopened.delete("pwn", None).unwrap();
+        assert!(!reopened.deployed("pwn"));
+        reopened.forget_lifecycle("pwn").unwrap();
+        reopened.set_deployed("web", true).unwrap();
+        let v = reopened.lifecycle("web").unwrap();
+        assert!(v.deployed);
+        // Setting what is in effect writes nothing.
+        reopened.set_deployed("web", true).unwrap();
+        assert_eq!(reopened.lifecycle("web"), Some(v));
+        let again = open(tmp.path());
+        assert!(again.deployed("pwn"));
+        assert!(again.deployed("web"));
+        assert_eq!(again.lifecycle("pwn"), None);
+    }
+
+    #[test]
+    fn leftover_temp_files_and_corrupt_files_are_handled_on_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let va = store.put("a", manifest("a", "1"), None).unwrap();
+        store.put("b", manifest("b", "1"), None).unwrap();
+        store.set_deployed("a", false).unwrap();
+        drop(store);
+        let challenges = tmp.path().join(CHALLENGES);
+        std::fs::write(challenges.join(".tmp-abc123"), b"{\"resourceVers").unwrap();
+        std::fs::write(tmp.path().join(".tmp-zz"), b"12").unwrap();
+        std::fs::write(
+            challenges.join("b.json"),
+            b"{\"resourceVersion\": 3, \"manif",
+        )
+        .unwrap();
+        std::fs::write(challenges.join("c.json"), b"not json at all").unwrap();
+        // Parses, but under the wrong name.
+        let a_text = std::fs::read(challenges.join("a.json")).unwrap();
+        std::fs::write(challenges.join("d.json"), &a_text).unwrap();
+        std::fs::write(
+            tmp.path().join(LIFECYCLE).join("a.json"),
+            b"{\"deployed\": fa",
+        )
+        .unwrap();
+
+        let store = open(tmp.path());
+        assert_eq!(store.get("a").unwrap().resource_version, va);
+        assert_eq!(store.get("b"), None);
+        assert_eq!(store.get("c"), None);
+        assert_eq!(store.get("d"), None);
+        assert!(
+            store.deployed("a"),
+            "a corrupt lifecycle record reads as the default"
+        );
+        let warnings = store.warnings().join("\n");
+        assert_eq!(store.warnings().len(), 4, "{warnings}");
+        for file in ["b.json", "c.json", "d.json"] {
+            assert!(
+                warnings.contains(&format!("{file}: does not parse")),
+                "{warnings}"
+            );
+        }
+        assert!(warnings.contains("moved aside to"), "{warnings}");
+        assert_eq!(
+            files(&challenges),
+            [
+                "a.json",
+                "b.json.corrupt-1",
+                "c.json.corrupt-1",
+                "d.json.corrupt-1"
+            ]
+            .map(String::from)
+            .into()
+        );
+        assert!(!files(tmp.path()).iter().any(|f| f.starts_with(TMP_PREFIX)));
+
+        // The name is usable again, a second corruption gets the next number, and the moved-aside
+        // files are not reported again.
+        store.put("b", manifest("b", "2"), None).unwrap();
+        drop(store);
+        std::fs::write(challenges.join("b.json"), b"").unwrap();
+        let store = open(tmp.path());
+        assert_eq!(store.warnings().len(), 1, "{:?}", store.warnings());
+        assert!(challenges.join("b.json.corrupt-2").exists());
+    }
+
+    /// A crash at every point of a write leaves a readable store holding the old or the new
+    /// value, and the last acknowledged write always survives.
+    #[test]
+    fn a_crash_at_any_point_of_a_put_leaves_a_readable_store() {
+        let cases = [
+            (Stage::TempCreated, false),
+            (Stage::TempTorn, false),
+            (Stage::TempWritten, false),
+            (Stage::TempSynced, false),
+            (Stage::Renamed, true),
+        ];
+        for (stage, new_visible) in cases {
+            let tmp = tempfile::tempdir().unwrap();
+            let store = open(tmp.path());
+            let v1 = store.put("a", manifest("a", "old"), None).unwrap();
+            store.put("b", manifest("b", "other"), None).unwrap();
+            arm(stage);
+            let err = store.put("a", manifest("a", "new"), Some(v1)).unwrap_err();
+            assert!(
+                err.to_string().contains("simulated crash"),
+                "{stage:?}: {err}"
+            );
+            drop(store);
+
+            let store = open(tmp.path());
+            assert!(
+                store.warnings().is_empty(),
+                "{stage:?}: {:?}",
+                store.warnings()
+            );
+            let want = if new_visible { "new" } else { "old" };
+            assert_eq!(description(&store, "a").as_deref(), Some(want), "{stage:?}");
+            assert_eq!(description(&store, "b").as_deref(), Some("other"));
+            assert!(
+                !files(&tmp.path().join(CHALLENGES))
+                    .iter()
+                    .any(|f| f.starts_with(TMP_PREFIX)),
+                "{stage:?}: temp files are removed"
+            );
+            // The store keeps working and versions keep increasing.
+            let current = store.get("a").unwrap().resource_version;
+            assert!(
+                store
+                    .put("a", manifest("a", "next"), Some(current))
+                    .unwrap()
+                    > current
+            );
+        }
+    }
+
+    #[test]
+    fn a_crash_at_any_point_of_a_delete_or_lifecycle_change_leaves_a_readable_store() {
+        for (stage, gone) in [
+            (Stage::TempWritten, false),
+            (Stage::Renamed, false),
+            (Stage::VersionSaved, false),
+            (Stage::Unlinked, true),
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let store = open(tmp.path());
+            let v1 = store.put("a", manifest("a", "old"), None).unwrap();
+            arm(stage);
+            assert!(store.delete("a", Some(v1)).is_err(), "{stage:?}");
+            drop(store);
+            let store = open(tmp.path());
+            assert!(
+                store.warnings().is_empty(),
+                "{stage:?}: {:?}",
+                store.warnings()
+            );
+            assert_eq!(store.get("a").is_none(), gone, "{stage:?}");
+            assert!(store.put("a", manifest("a", "new"), None).unwrap() > v1);
+        }
+        for stage in [Stage::TempTorn, Stage::TempSynced, Stage::Renamed] {
+            let tmp = tempfile::tempdir().unwrap();
+            let store = open(tmp.path());
+            store.set_deployed("a", false).unwrap();
+            arm(stage);
+            assert!(store.set_deployed("a", true).is_err());
+            drop(store);
+            let store = open(tmp.path());
+            assert!(
+                store.warnings().is_empty(),
+                "{stage:?}: {:?}",
+                store.warnings()
+            );
+            assert_eq!(store.deployed("a"), stage == Stage::Renamed, "{stage:?}");
+        }
+    }
+
+    /// A file torn in place (a filesystem without atomic rename) is reported and moved aside;
+    /// the other challenges still load.
+    #[test]
+    fn a_truncated_challenge_file_is_reported_and_the_rest_loads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        store.put("a", manifest("a", "1"), None).unwrap();
+        store.put("b", manifest("b", "1"), None).unwrap();
+        drop(store);
+        let path = tmp.path().join(CHALLENGES).join("a.json");
+        let full = std::fs::read(&path).unwrap();
+        for len in [0, 1, full.len() / 2, full.len() - 3] {
+            std::fs::write(&path, &full[..len]).unwrap();
+            let store = open(tmp.path());
+            assert_eq!(store.get("a"), None, "{len}");
+            assert_eq!(description(&store, "b").as_deref(), Some("1"));
+            assert_eq!(store.warnings().len(), 1, "{len}: {:?}", store.warnings());
+            assert!(store.warnings()[0].contains("a.json"));
+            assert!(!path.exists());
+        }
+    }
+
+    #[test]
+    fn a_corrupt_version_file_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let v = store.put("a", manifest("a", "1"), None).unwrap();
+        drop(store);
+        std::fs::write(tmp.path().join(VERSION_FILE), b"12x").unwrap();
+        let store = open(tmp.path());
+        assert_eq!(store.warnings().len(), 1, "{:?}", store.warnings());
+        assert!(store.put("b", manifest("b", "1"), None).unwrap() > v);
+    }
+
+    #[test]
+    fn concurrent_puts_are_all_durable_with_unique_versions() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let mut acked = Vec::new();
+                    for i in 0..50 {
+                        let name = if i % 2 == 0 {
+                            format!("own-{t}")
+                        } else {
+                            "shared".to_string()
+                        };
+                        let text = format!("{t}-{i}");
+                        let version = store.put(&name, manifest(&name, &text), None).unwrap();
+                        acked.push((name, version, text));
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let acked: Vec<_> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(acked.len(), 400);
+        let versions: BTreeSet<u64> = acked.iter().map(|(_, v, _)| *v).collect();
+        assert_eq!(versions.len(), 400, "versions are unique");
+
+        // For each name, the acknowledged write with the highest version is what a restart reads.
+        let mut last: BTreeMap<&str, (u64, &str)> = BTreeMap::new();
+        for (name, version, text) in &acked {
+            let entry = last.entry(name).or_insert((0, ""));
+            if *version > entry.0 {
+                *entry = (*version, text);
+            }
+        }
+        drop(store);
+        let store = open(tmp.path());
+        assert!(store.warnings().is_empty());
+        assert_eq!(store.list().len(), 9);
+        for (name, (version, text)) in last {
+            let stored = store.get(name).unwrap();
+            assert_eq!(stored.resource_version, version, "{name}");
+            assert_eq!(stored.manifest.spec.description.as_deref(), Some(text));
+        }
+    }
+
+    #[test]
+    fn a_poisoned_lock_does_not_break_the_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let clone = store.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = clone.inner.lock().unwrap();
+            panic!("poison");
+        })
+        .join();
+        store.put("a", manifest("a", "1"), None).unwrap();
+        assert!(store.get("a").is_some());
+    }
+}
