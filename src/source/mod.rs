@@ -1,3 +1,5 @@
-//! Sources of desired state. Today: watched directories ([`dir`]); the API store comes later.
+//! Sources of desired state: watched directories ([`dir`]) and the durable store of API writes
+//! ([`api_store`]).
 
+pub mod api_store;
 pub mod dir;
