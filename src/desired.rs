@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
+use crate::manifest::raw;
 use crate::model::{Challenge, Protocol};
 
 /// Where a challenge's manifest comes from.
@@ -36,22 +37,66 @@ pub struct Entry {
     pub source: Source,
     /// The last valid spec; `None` while the challenge has never been valid.
     pub spec: Option<Arc<Challenge>>,
+    /// The manifest of `spec` as written (served by the manage API).
+    pub raw: Option<Arc<raw::Manifest>>,
     /// Bumped whenever `spec` changes.
     pub generation: u64,
+    /// The API store's version of an API-owned challenge; the generation for a file's.
+    pub resource_version: u64,
     /// Why the current manifest cannot be applied (empty: Valid=True).
     pub errors: Vec<String>,
+    /// Lifecycle: an undeployed challenge stays known but runs nothing.
+    pub deployed: bool,
+}
+
+impl Entry {
+    fn new(name: &str, source: Source, deployed: bool) -> Entry {
+        Entry {
+            name: name.to_string(),
+            source,
+            spec: None,
+            raw: None,
+            generation: 0,
+            resource_version: 0,
+            errors: Vec::new(),
+            deployed,
+        }
+    }
+
+    /// Takes a valid spec; bumps the generation when it changed. Returns whether it changed.
+    fn accept(&mut self, challenge: Challenge, raw: Option<raw::Manifest>) -> bool {
+        self.errors.clear();
+        self.raw = raw.map(Arc::new);
+        if self.spec.as_deref() == Some(&challenge) {
+            return false;
+        }
+        self.spec = Some(Arc::new(challenge));
+        self.generation += 1;
+        true
+    }
 }
 
 impl Entry {
     pub fn is_valid(&self) -> bool {
         self.errors.is_empty()
     }
+
+    /// The file that owns this challenge, if a watched directory does.
+    pub fn file(&self) -> Option<&str> {
+        match &self.source {
+            Source::Dir { file, .. } => Some(file),
+            Source::Api => None,
+        }
+    }
 }
 
 /// What one document of a scanned source claims.
 #[derive(Debug, Clone)]
 pub enum Claim {
-    Valid(Box<Challenge>),
+    Valid {
+        challenge: Box<Challenge>,
+        raw: Option<Box<raw::Manifest>>,
+    },
     Invalid(Vec<String>),
 }
 
@@ -68,6 +113,8 @@ pub struct DirSnapshot {
 #[derive(Clone, Default)]
 pub struct DesiredStore {
     inner: Arc<RwLock<BTreeMap<String, Entry>>>,
+    /// Names undeployed through the lifecycle API (persisted by the API store).
+    undeployed: Arc<RwLock<BTreeSet<String>>>,
 }
 
 impl DesiredStore {
@@ -112,6 +159,7 @@ impl DesiredStore {
     /// Applies a full scan of directory source `root`; returns the names whose entry changed.
     /// Only entries of `root` are pruned, and only when no file claims them any more.
     pub fn apply_dir(&self, root: usize, snapshot: DirSnapshot) -> Vec<String> {
+        let undeployed = self.undeployed();
         let mut entries = self.write();
         let mut changed = BTreeSet::new();
         let owned_by_root =
@@ -120,7 +168,7 @@ impl DesiredStore {
         // Fixed host ports claimed by valid manifests, to refuse two challenges on one port.
         let mut port_owners: BTreeMap<(u16, Protocol), BTreeSet<String>> = BTreeMap::new();
         for (name, claims) in &snapshot.claims {
-            if let [(_, Claim::Valid(c))] = claims.as_slice() {
+            if let [(_, Claim::Valid { challenge: c, .. })] = claims.as_slice() {
                 for p in c.run.iter().flat_map(|r| &r.ports) {
                     if let Some(hp) = p.host_port {
                         port_owners
@@ -162,36 +210,37 @@ impl DesiredStore {
                 }
             };
             if let Some(existing) = entries.get(name) {
-                if !owned_by_root(existing) {
-                    // Owned by another source: report on this file's side only through the log.
-                    tracing::warn!(challenge = %name, %file, owner = %existing.source, "challenge name already owned by another source; ignoring this manifest");
-                    continue;
+                match &existing.source {
+                    Source::Dir { root: r, file: f } if *r != root => {
+                        // Claimed by another watched directory first: it keeps it.
+                        tracing::warn!(challenge = %name, %file, owner = %f, "challenge name already defined in another watched directory; ignoring this manifest");
+                        continue;
+                    }
+                    Source::Api => {
+                        // A directory owns the names it claims; the API's copy is shadowed.
+                        tracing::warn!(challenge = %name, %file, "a watched directory now defines this API-created challenge; the file wins");
+                    }
+                    Source::Dir { .. } => {}
                 }
             }
             let claim = match claim {
-                Claim::Valid(c) => match port_conflict(&c, &port_owners) {
+                Claim::Valid { challenge, raw } => match port_conflict(&challenge, &port_owners) {
                     Some(msg) => Claim::Invalid(vec![format!("{file}: {msg}")]),
-                    None => Claim::Valid(c),
+                    None => Claim::Valid { challenge, raw },
                 },
                 invalid => invalid,
             };
             let source = Source::Dir { root, file };
-            let entry = entries.entry(name.clone()).or_insert_with(|| Entry {
-                name: name.clone(),
-                source: source.clone(),
-                spec: None,
-                generation: 0,
-                errors: Vec::new(),
-            });
+            let deployed = !undeployed.contains(name);
+            let entry = entries
+                .entry(name.clone())
+                .or_insert_with(|| Entry::new(name, source.clone(), deployed));
             let before = entry.clone();
             entry.source = source;
             match claim {
-                Claim::Valid(c) => {
-                    if entry.spec.as_deref() != Some(&*c) {
-                        entry.spec = Some(Arc::new(*c));
-                        entry.generation += 1;
-                    }
-                    entry.errors.clear();
+                Claim::Valid { challenge, raw } => {
+                    entry.accept(*challenge, raw.map(|r| *r));
+                    entry.resource_version = entry.generation;
                 }
                 Claim::Invalid(errors) => entry.errors = errors,
             }
@@ -228,6 +277,68 @@ impl DesiredStore {
             }
         }
         changed.into_iter().collect()
+    }
+
+    /// Who owns `name`, if anyone.
+    pub fn owner(&self, name: &str) -> Option<Source> {
+        self.read().get(name).map(|e| e.source.clone())
+    }
+
+    /// Puts an API-owned challenge in place (already durable in the API store). Refuses a name
+    /// a watched directory owns, returning that file. Returns whether the entry changed.
+    pub fn apply_api(
+        &self,
+        challenge: Challenge,
+        raw: raw::Manifest,
+        resource_version: u64,
+    ) -> Result<bool, String> {
+        let deployed = !self.undeployed().contains(&challenge.name);
+        let mut entries = self.write();
+        let name = challenge.name.clone();
+        if let Some(Source::Dir { file, .. }) = entries.get(&name).map(|e| &e.source) {
+            return Err(file.clone());
+        }
+        let entry = entries
+            .entry(name.clone())
+            .or_insert_with(|| Entry::new(&name, Source::Api, deployed));
+        let before = entry.clone();
+        entry.accept(challenge, Some(raw));
+        entry.resource_version = resource_version;
+        Ok(*entry != before)
+    }
+
+    /// Removes an API-owned challenge. Returns whether it was there.
+    pub fn remove_api(&self, name: &str) -> bool {
+        let mut entries = self.write();
+        if entries.get(name).is_some_and(|e| e.source == Source::Api) {
+            entries.remove(name);
+            return true;
+        }
+        false
+    }
+
+    /// Sets the lifecycle of `name` (known or not yet known). Returns whether it changed.
+    pub fn set_deployed(&self, name: &str, deployed: bool) -> bool {
+        {
+            let mut undeployed = self.undeployed.write().unwrap_or_else(|p| p.into_inner());
+            if deployed {
+                undeployed.remove(name);
+            } else {
+                undeployed.insert(name.to_string());
+            }
+        }
+        let mut entries = self.write();
+        match entries.get_mut(name) {
+            Some(e) if e.deployed != deployed => {
+                e.deployed = deployed;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn undeployed(&self) -> BTreeSet<String> {
+        self.undeployed.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
@@ -287,7 +398,10 @@ mod tests {
     }
 
     fn valid(name: &str, image: &str) -> Claim {
-        Claim::Valid(Box::new(Challenge::with_image(name, image)))
+        Claim::Valid {
+            challenge: Box::new(Challenge::with_image(name, image)),
+            raw: None,
+        }
     }
 
     #[test]
@@ -376,7 +490,10 @@ mod tests {
                     protocol: Protocol::Tcp,
                 });
             }
-            Claim::Valid(Box::new(c))
+            Claim::Valid {
+                challenge: Box::new(c),
+                raw: None,
+            }
         };
         store.apply_dir(
             0,

@@ -22,3 +22,4 @@ pub mod reconcile;
 pub mod runtime;
 pub mod source;
 pub mod status;
+pub mod tasks;

@@ -46,6 +46,8 @@ pub enum Why {
     NoReplica,
     /// The engine reports it dead.
     Dead,
+    /// Recreation was asked for (`redeploy`).
+    Redeploy,
 }
 
 impl std::fmt::Display for Why {
@@ -57,6 +59,7 @@ impl std::fmt::Display for Why {
             Why::Duplicate => f.write_str("duplicate container for the replica"),
             Why::NoReplica => f.write_str("no valid beast.replica label"),
             Why::Dead => f.write_str("container is dead"),
+            Why::Redeploy => f.write_str("redeploy requested"),
         }
     }
 }

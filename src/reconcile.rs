@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::containers::{container_name, hash_of, replica_spec, Defaults, Image};
 use crate::desired::{DesiredStore, Entry};
 use crate::model::{Challenge, ImageSource, RunSpec};
-use crate::plan::{plan_all, plan_challenge, Op, Want};
+use crate::plan::{plan_all, plan_challenge, Op, Want, Why};
 use crate::ports::{write_table, PortAllocator, PortError, PortKey};
 use crate::probe::{ProbeHost, Prober};
 use crate::queue::WorkQueue;
@@ -114,6 +114,8 @@ pub struct Reconciler<R: Runtime> {
     ports: Mutex<PortAllocator>,
     /// Serialises writes of the port table (taken before the table's own lock).
     port_writer: Mutex<()>,
+    /// Challenges whose next reconcile recreates everything (`redeploy`).
+    redeploy: Mutex<HashSet<String>>,
     /// Containers beast itself is stopping, restarting or removing: their exits are no crash.
     expected: Mutex<HashSet<String>>,
     queue: Mutex<Option<WorkQueue<String>>>,
@@ -145,6 +147,7 @@ impl<R: Runtime> Reconciler<R> {
             settings,
             ports: Mutex::new(ports),
             port_writer: Mutex::new(()),
+            redeploy: Mutex::new(HashSet::new()),
             expected: Mutex::new(HashSet::new()),
             queue: Mutex::new(None),
             me: me.clone(),
@@ -154,6 +157,21 @@ impl<R: Runtime> Reconciler<R> {
     /// Lets probes and events ask for a reconcile.
     pub fn attach_queue(&self, queue: WorkQueue<String>) {
         *self.queue.lock().unwrap_or_else(|p| p.into_inner()) = Some(queue);
+    }
+
+    /// Asks the next reconcile of `name` to recreate its containers even if nothing changed.
+    pub fn request_redeploy(&self, name: &str) {
+        self.redeploy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string());
+    }
+
+    fn take_redeploy(&self, name: &str) -> bool {
+        self.redeploy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
     }
 
     /// Makes port allocations durable (one write for any number of changes since the last).
@@ -265,7 +283,10 @@ impl<R: Runtime> Reconciler<R> {
             })
             .collect();
         let refs: Vec<&Observed> = observed.iter().collect();
-        let ops = plan_challenge(self.instance(), &wants, &refs);
+        let mut ops = plan_challenge(self.instance(), &wants, &refs);
+        if self.take_redeploy(name) {
+            ops = redeploy_ops(self.instance(), &wants, &refs);
+        }
         // New allocations are durable before any container publishes them.
         self.persist_ports()?;
 
@@ -362,6 +383,9 @@ impl<R: Runtime> Reconciler<R> {
         let Some(challenge) = entry.spec.as_deref() else {
             return Ok(Wanted::Nothing);
         };
+        if !entry.deployed {
+            return Ok(Wanted::Nothing);
+        }
         let Some(run) = challenge.run.as_ref() else {
             return Ok(Wanted::Nothing);
         };
@@ -629,6 +653,12 @@ impl<R: Runtime> Reconciler<R> {
                 s.set_condition("Ready", Some(false), "NeverValid", "no valid manifest has been seen yet");
                 return;
             }
+            if !entry.deployed {
+                s.phase = Phase::Stopped;
+                s.set_condition("Ready", Some(false), "Undeployed", "undeployed through the API");
+                s.observed_generation = entry.generation;
+                return;
+            }
             if wanted == 0 {
                 s.phase = if is_static { Phase::Running } else { Phase::Stopped };
                 let (reason, msg) = if is_static { ("Static", "static challenge: nothing to run") } else { ("ScaledToZero", "spec.replicas is 0") };
@@ -868,6 +898,26 @@ impl<R: Runtime> ProbeHost for Reconciler<R> {
             queue.add(challenge.to_string());
         }
     }
+}
+
+/// The ops of a redeploy: every wanted replica is recreated (planned against a hash no container
+/// carries), whatever else the plan says.
+fn redeploy_ops(instance: &str, wants: &[Want], observed: &[&Observed]) -> Vec<Op> {
+    let forced: Vec<Want> = wants
+        .iter()
+        .map(|w| Want { replica: w.replica, hash: String::new() })
+        .collect();
+    plan_challenge(instance, &forced, observed)
+        .into_iter()
+        .map(|op| match op {
+            Op::Replace { replica, old, why: Why::SpecChanged { .. } } => Op::Replace {
+                replica,
+                old,
+                why: Why::Redeploy,
+            },
+            other => other,
+        })
+        .collect()
 }
 
 /// Updates the observed containers with the effect of a successful op.

@@ -78,6 +78,8 @@ impl std::error::Error for ManifestError {}
 pub enum DocOutcome {
     Valid {
         challenge: Challenge,
+        /// The document as written (for serving it back), flag included.
+        raw: Box<raw::Manifest>,
         /// Line where the document's content starts.
         line: usize,
     },
@@ -229,7 +231,11 @@ pub fn parse_str(text: &str, display: &str, manifest_dir: &Path, root: &Path) ->
                 Ok(manifest) => {
                     let nulls = validate::null_strings(value);
                     match validate::validate(&manifest, &ctx) {
-                        Ok(challenge) if nulls.is_empty() => DocOutcome::Valid { challenge, line },
+                        Ok(challenge) if nulls.is_empty() => DocOutcome::Valid {
+                            challenge,
+                            raw: Box::new(manifest),
+                            line,
+                        },
                         result => {
                             let mut errors: Vec<ManifestError> =
                                 nulls.into_iter().map(place).collect();

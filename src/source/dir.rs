@@ -51,11 +51,14 @@ pub fn scan(root: &Path) -> Result<DirSnapshot, DirError> {
             Ok(parsed) => {
                 for doc in parsed.docs {
                     match doc {
-                        DocOutcome::Valid { challenge, .. } => snapshot
+                        DocOutcome::Valid { challenge, raw, .. } => snapshot
                             .claims
                             .entry(challenge.name.clone())
                             .or_default()
-                            .push((display.clone(), Claim::Valid(Box::new(challenge)))),
+                            .push((display.clone(), Claim::Valid {
+                                    challenge: Box::new(challenge),
+                                    raw: Some(raw),
+                                })),
                         DocOutcome::Invalid {
                             name: Some(name),
                             errors,
