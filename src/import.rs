@@ -168,7 +168,8 @@ fn render_manifest(manifest: &raw::Manifest, source: &Path) -> Result<String, Im
         source: source_err,
     })?;
     Ok(format!(
-        "{YAML_HEADER}\n# yaml-language-server: $schema={}\n{body}",
+        "{YAML_HEADER}\n# Remove the line above before editing by hand, or a later import replaces this file.\n\
+         # yaml-language-server: $schema={}\n{body}",
         manifest::SCHEMA_ID
     ))
 }
@@ -629,13 +630,14 @@ impl Converter<'_> {
     /// `assets` and the files under `static_dir`, relative to the challenge folder.
     fn attachments(&mut self, meta: &toml_format::Metadata, env: &toml_format::Env) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        let mut add = |path: String| {
-            if !out.contains(&path) {
-                out.push(path);
-            }
-        };
         for asset in &meta.assets {
-            add(asset.trim_start_matches("./").to_string());
+            let asset = asset.trim_start_matches("./").to_string();
+            if !self.folder.join(&asset).is_file() {
+                self.note(format!(
+                    "challenge.metadata.assets: \"{asset}\" is not a file in the challenge folder yet; attached anyway"
+                ));
+            }
+            push_unique(&mut out, asset);
         }
         if let Some(dir) = env.static_dir.as_deref().filter(|d| !d.is_empty()) {
             let dir = dir.trim_start_matches("./").trim_end_matches('/');
@@ -646,7 +648,7 @@ impl Converter<'_> {
                 ));
             }
             for file in files {
-                add(format!("{dir}/{file}"));
+                push_unique(&mut out, format!("{dir}/{file}"));
             }
         }
         out
@@ -695,6 +697,12 @@ fn labels(
         labels.insert("difficulty".to_string(), difficulty.to_string());
     }
     labels
+}
+
+fn push_unique(list: &mut Vec<String>, item: String) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
 }
 
 /// `"host:container"`, both 1-65535 (validation range-checks them again).

@@ -201,6 +201,8 @@ fn static_challenge_becomes_attachments() {
     assert!(spec.ports.is_empty());
     assert_eq!(imported.dockerfile, None);
     assert!(has_note(&imported, "challenge.env.ports: ignored"));
+    assert!(has_note(&imported, "\"extra.pdf\" is not a file"));
+    assert!(!has_note(&imported, "\"static/handout.zip\" is not a file"));
 }
 
 #[test]
