@@ -31,6 +31,14 @@ pub enum Command {
     },
     /// Dry run against the live engine: what would be created, replaced or removed, and why.
     Plan(PlanArgs),
+    /// Convert an sdslabs/beast `beast.toml` into `challenge.yaml` (+ Dockerfile) beside it.
+    Import {
+        /// A `beast.toml` file or the folder holding one.
+        path: PathBuf,
+        /// Print what would be written; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Log output format.

@@ -11,6 +11,7 @@ pub mod containers;
 pub mod desired;
 pub mod dryrun;
 pub mod events;
+pub mod import;
 pub mod manifest;
 pub mod model;
 pub mod operator;

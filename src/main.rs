@@ -17,6 +17,10 @@ use beast::status::StatusBoard;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Offline commands need no async runtime.
+    if let Command::Import { path, dry_run } = &cli.command {
+        return import(path, *dry_run);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -29,6 +33,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Validate { paths } => validate(&paths),
             Command::Plan(args) => plan(args).await,
+            Command::Import { path, dry_run } => Ok(import(&path, dry_run)),
         }
     });
     match result {
@@ -173,4 +178,31 @@ async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         .context("reading containers from the Docker engine")?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `beast import`: the manifest (and Dockerfile) on stdout, notes on stderr.
+fn import(path: &std::path::Path, dry_run: bool) -> ExitCode {
+    match beast::import::import(path, dry_run) {
+        Ok(report) => {
+            print!("{}", report.manifest_yaml);
+            if let Some(dockerfile) = &report.dockerfile {
+                println!("# --- Dockerfile ---");
+                print!("{dockerfile}");
+            }
+            for note in &report.notes {
+                eprintln!("note: {note}");
+            }
+            for file in &report.written {
+                eprintln!("wrote {}", file.display());
+            }
+            if dry_run {
+                eprintln!("dry run: nothing written");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,380 @@
+use std::path::Path;
+
+use super::*;
+
+const AUTHOR: &str =
+    "[author]\nname = \"fristonio\"\nemail = \"a@example.org\"\nssh_key = \"ssh-rsa AAAA\"\n\n";
+
+/// Converts and checks that the manifest validates and prints back to the same raw manifest.
+fn check(toml: &str, folder: &Path) -> Imported {
+    let imported = convert(toml, folder).unwrap();
+    let yaml = render_manifest(&imported.manifest, &folder.join(BEAST_TOML)).unwrap();
+    let parsed = manifest::parse_str(&yaml, "challenge.yaml", folder, folder);
+    assert!(
+        parsed.is_valid(),
+        "{yaml}\n{:?}",
+        parsed.errors().collect::<Vec<_>>()
+    );
+    let back: raw::Manifest = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(back, imported.manifest);
+    imported
+}
+
+fn has_note(imported: &Imported, part: &str) -> bool {
+    imported.notes.iter().any(|n| n.contains(part))
+}
+
+fn port(port: i64, host: i64) -> raw::Port {
+    raw::Port {
+        port,
+        host_port: Some(host),
+        protocol: None,
+    }
+}
+
+#[test]
+fn bare_challenge_gets_a_dockerfile_and_its_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{AUTHOR}[challenge.metadata]\nname = \"simple\"\nflag = \"BACKDOOR{{SAMPLE_FLAG}}\"\ntype = \"bare\"\n\
+         points = 100\ndescription = \"pwn me\"\ntags = [\"pwn\", \"easy\"]\ndifficulty = \"easy\"\n\n\
+         [[challenge.metadata.hints]]\ntext = \"hint one\"\npoints = 10\n\n\
+         [[challenge.metadata.hints]]\ntext = \"hint two\"\n\n\
+         [challenge.env]\napt_deps = [\"gcc\", \"socat\"]\nsetup_scripts = [\"setup.sh\"]\n\
+         run_cmd = \"socat tcp-l:10005,fork,reuseaddr exec:./pwn\"\nports = [10005]\ndefault_port = 10005\n\n\
+         [resource]\ncpu_shares = 1024\nmemory_limit = 536870912\npids_limit = 100\ncpuslimit = 0.25\n"
+    );
+    let imported = check(&toml, dir.path());
+    let m = &imported.manifest;
+    assert_eq!(m.metadata.name.as_deref(), Some("simple"));
+    assert_eq!(m.metadata.labels["difficulty"], "easy");
+    assert_eq!(m.metadata.labels["author"], "fristonio");
+    let spec = &m.spec;
+    assert_eq!(spec.flag.as_deref(), Some("BACKDOOR{SAMPLE_FLAG}"));
+    assert_eq!(spec.points, Some(100));
+    assert_eq!(spec.description.as_deref(), Some("pwn me"));
+    assert_eq!(spec.tags, ["pwn", "easy"]);
+    assert_eq!(spec.hints, ["hint one", "hint two"]);
+    assert_eq!(spec.ports, [port(10005, 10005)]);
+    assert_eq!(
+        spec.build,
+        Some(raw::Build {
+            context: Some(".".into()),
+            dockerfile: Some("Dockerfile".into()),
+            args: Default::default(),
+        })
+    );
+    assert_eq!(spec.image, None);
+    let resources = spec.resources.as_ref().unwrap();
+    assert_eq!(resources.memory, Some(raw::Quantity::Text("512Mi".into())));
+    assert_eq!(resources.pids, Some(100));
+    assert_eq!(resources.cpus, Some(0.25));
+    assert_eq!(
+        spec.healthcheck.as_ref().and_then(|h| h.tcp.as_ref()),
+        Some(&raw::TcpProbe { port: 10005 })
+    );
+    assert!(has_note(&imported, "hints[0].points (10)"));
+    assert!(has_note(&imported, "cpu_shares (1024)"));
+    assert!(has_note(&imported, "author.ssh_key"));
+    assert!(has_note(&imported, "base_image: not set"));
+    assert!(!imported.notes.iter().any(|n| n.contains("SAMPLE_FLAG")));
+
+    let dockerfile = imported.dockerfile.unwrap();
+    assert!(dockerfile.starts_with(DOCKERFILE_HEADER), "{dockerfile}");
+    for line in [
+        "FROM debian:bookworm",
+        "RUN apt-get update && apt-get install -y --no-install-recommends gcc socat && rm -rf /var/lib/apt/lists/*",
+        "COPY . /challenge",
+        "RUN chmod +x ./setup.sh && ./setup.sh",
+        "RUN rm -f beast.toml challenge.yaml Dockerfile",
+        "EXPOSE 10005",
+        r#"CMD ["sh", "-c", "socat tcp-l:10005,fork,reuseaddr exec:./pwn"]"#,
+    ] {
+        assert!(dockerfile.lines().any(|l| l == line), "{line}\n{dockerfile}");
+    }
+}
+
+#[test]
+fn service_runs_under_socat_instead_of_xinetd() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{AUTHOR}[challenge.metadata]\nname = \"xinetd-service\"\nflag = \"CTF{{x}}\"\ntype = \"service\"\n\
+         hints = [\"xinetd_hint_1\", \"xinetd_hint_2\"]\n\n\
+         [challenge.env]\napt_deps = [\"gcc\"]\nsetup_scripts = [\"setup.sh\"]\nservice_path = \"pwn\"\n\
+         ports = [10003]\nbase_image = \"ubuntu:22.04\"\nxinetd_conf = \"xinetd.conf\"\n"
+    );
+    let imported = check(&toml, dir.path());
+    assert_eq!(
+        imported.manifest.spec.hints,
+        ["xinetd_hint_1", "xinetd_hint_2"]
+    );
+    assert_eq!(imported.manifest.spec.ports, [port(10003, 10003)]);
+    assert_eq!(imported.manifest.spec.healthcheck, None);
+    assert!(has_note(&imported, "xinetd_conf"));
+    let dockerfile = imported.dockerfile.unwrap();
+    for line in [
+        "FROM ubuntu:22.04",
+        "RUN apt-get update && apt-get install -y --no-install-recommends gcc socat && rm -rf /var/lib/apt/lists/*",
+        "RUN chmod +x /challenge/pwn",
+        r#"CMD ["socat", "TCP-LISTEN:10003,reuseaddr,fork", "EXEC:/challenge/pwn"]"#,
+    ] {
+        assert!(dockerfile.lines().any(|l| l == line), "{line}\n{dockerfile}");
+    }
+}
+
+#[test]
+fn web_php_with_a_sidecar_and_port_mappings() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{AUTHOR}[challenge.metadata]\nname = \"web-php-mysql\"\nflag = \"CTF{{w}}\"\ntype = \"web:php:7.1:cli\"\n\
+         sidecar = \"mysql\"\n\n\
+         [challenge.env]\napt_deps = [\"php*-mysql\"]\nports = [10004, 8080]\nport_mappings = [\"10001:80\"]\n\
+         web_root = \"challenge\"\ndefault_port = 80\n\n[[challenge.env.var]]\nkey = \"SECRET_FILE\"\nvalue = \"secret.txt\"\n"
+    );
+    let imported = check(&toml, dir.path());
+    let spec = &imported.manifest.spec;
+    assert_eq!(
+        spec.ports,
+        [port(80, 10001), port(10004, 10004), port(8080, 8080)]
+    );
+    assert_eq!(spec.env["SECRET_FILE"], "/challenge/secret.txt");
+    assert!(has_note(&imported, "sidecar \"mysql\""));
+    assert!(has_note(&imported, "FROM php:7.1-cli"));
+    let dockerfile = imported.dockerfile.unwrap();
+    for line in [
+        "FROM php:7.1-cli",
+        "RUN apt-get update && apt-get install -y --no-install-recommends 'php*-mysql' && rm -rf /var/lib/apt/lists/*",
+        "WORKDIR /challenge/challenge",
+        "EXPOSE 80 10004 8080",
+        r#"CMD ["php", "-S", "0.0.0.0:80", "-t", "/challenge/challenge"]"#,
+    ] {
+        assert!(dockerfile.lines().any(|l| l == line), "{line}\n{dockerfile}");
+    }
+}
+
+#[test]
+fn web_python_flask_and_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let flask =
+        "[challenge.metadata]\nname = \"f\"\nflag = \"x\"\ntype = \"web:python:3.11:flask\"\n\
+                 [challenge.env]\nports = [5000]\nweb_root = \"app\"\n";
+    let dockerfile = check(flask, dir.path()).dockerfile.unwrap();
+    assert!(dockerfile.contains("FROM python:3.11\n"), "{dockerfile}");
+    assert!(dockerfile.contains("pip install --no-cache-dir -r requirements.txt"));
+    assert!(dockerfile.contains(r#"CMD ["flask", "run", "--host=0.0.0.0", "--port=5000"]"#));
+
+    let node = "[challenge.metadata]\nname = \"n\"\nflag = \"x\"\ntype = \"web:node:18\"\n\
+                [challenge.env]\nports = [3000]\nweb_root = \"app\"\nrun_cmd = \"node server.js\"\n";
+    let dockerfile = check(node, dir.path()).dockerfile.unwrap();
+    assert!(dockerfile.contains("FROM node:18\n"), "{dockerfile}");
+    assert!(dockerfile.contains("ENV PORT=3000\n"));
+    assert!(dockerfile.contains(r#"CMD ["sh", "-c", "node server.js"]"#));
+
+    let unknown = "[challenge.metadata]\nname = \"r\"\nflag = \"x\"\ntype = \"web:ruby:3\"\n\
+                   [challenge.env]\nports = [3000]\nweb_root = \"app\"\n";
+    let err = convert(unknown, dir.path()).unwrap_err();
+    assert!(
+        err.to_string().contains("set challenge.env.run_cmd"),
+        "{err}"
+    );
+}
+
+#[test]
+fn static_challenge_becomes_attachments() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("static/sub")).unwrap();
+    std::fs::write(dir.path().join("static/handout.zip"), "z").unwrap();
+    std::fs::write(dir.path().join("static/sub/notes.txt"), "n").unwrap();
+    std::fs::write(dir.path().join("static/.hidden"), "h").unwrap();
+    let toml = format!(
+        "{AUTHOR}[challenge.metadata]\nname = \"static-chall\"\nflag = \"F{{s}}\"\ntype = \"static\"\n\
+         assets = [\"extra.pdf\", \"static/handout.zip\"]\n\n[challenge.env]\nstatic_dir = \"static\"\nports = [1]\n"
+    );
+    let imported = check(&toml, dir.path());
+    let spec = &imported.manifest.spec;
+    assert_eq!(
+        spec.attachments,
+        ["extra.pdf", "static/handout.zip", "static/sub/notes.txt"]
+    );
+    assert_eq!(spec.build, None);
+    assert_eq!(spec.image, None);
+    assert!(spec.ports.is_empty());
+    assert_eq!(imported.dockerfile, None);
+    assert!(has_note(&imported, "challenge.env.ports: ignored"));
+    assert!(has_note(&imported, "\"extra.pdf\" is not a file"));
+    assert!(!has_note(&imported, "\"static/handout.zip\" is not a file"));
+}
+
+#[test]
+fn static_challenge_with_nothing_to_attach_does_not_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(BEAST_TOML),
+        "[challenge.metadata]\nname = \"s\"\nflag = \"x\"\ntype = \"static\"\n",
+    )
+    .unwrap();
+    let err = import(dir.path(), true).unwrap_err();
+    assert!(matches!(err, ImportError::Invalid { .. }), "{err}");
+    assert!(err.to_string().contains("needs image or build"), "{err}");
+}
+
+#[test]
+fn docker_type_uses_its_own_dockerfile() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{AUTHOR}[challenge.metadata]\nname = \"docker-type\"\nflag = \"F{{d}}\"\ntype = \"docker\"\n\n\
+         [challenge.env]\ndocker_context = \"docker-file\"\nports = [10005]\n\n[resources]\nmemory_limit = 1000000\n"
+    );
+    let imported = check(&toml, dir.path());
+    let spec = &imported.manifest.spec;
+    assert_eq!(
+        spec.build,
+        Some(raw::Build {
+            context: Some(".".into()),
+            dockerfile: Some("docker-file".into()),
+            args: Default::default(),
+        })
+    );
+    assert_eq!(imported.dockerfile, None);
+    let memory = spec.resources.as_ref().and_then(|r| r.memory.clone());
+    assert_eq!(memory, Some(raw::Quantity::Text("6Mi".into())));
+    assert!(has_note(&imported, "1000000 bytes rounded up to 6Mi"));
+
+    // A docker_context that is a folder becomes the build context.
+    std::fs::create_dir(dir.path().join("image")).unwrap();
+    let toml = toml.replace("\"docker-file\"", "\"image/\"");
+    let build = check(&toml, dir.path()).manifest.spec.build.unwrap();
+    assert_eq!(build.context.as_deref(), Some("image"));
+    assert_eq!(build.dockerfile.as_deref(), Some("Dockerfile"));
+}
+
+#[test]
+fn names_are_made_dns_labels_and_the_rename_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[challenge.metadata]\nname = \"  My Cool_Challenge!! v2 \"\nflag = \"x\"\ntype = \"bare\"\n\
+                [challenge.env]\nports = [9000]\nrun_cmd = \"./run\"\n";
+    let imported = check(toml, dir.path());
+    assert_eq!(
+        imported.manifest.metadata.name.as_deref(),
+        Some("my-cool-challenge-v2")
+    );
+    assert!(has_note(&imported, "renamed to \"my-cool-challenge-v2\""));
+
+    assert_eq!(sanitize_name("simple").as_deref(), Some("simple"));
+    assert_eq!(sanitize_name("--A--b--").as_deref(), Some("a-b"));
+    assert_eq!(sanitize_name("!!!"), None);
+    let long = sanitize_name(&format!("{}-x", "a".repeat(62))).unwrap();
+    assert_eq!(long, "a".repeat(62));
+    assert!(crate::manifest::validate::is_dns_label(&long));
+}
+
+#[test]
+fn unknown_keys_sidecars_and_keys_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{AUTHOR}[[maintainer]]\nname = \"m\"\nssh_key = \"ssh-ed25519 AAAA\"\n\n[challenge.metadata]\nname = \"n\"\nflag = \"x\"\n\
+         type = \"bare\"\nsidecar = \"mongo\"\nmaxPoints = 500\ndynamicFlag = true\n\n\
+         [challenge.env]\nports = [9000]\nrun_cmd = \"./run\"\nfrobnicate = true\n\n[resource]\nswap = 1\n\n[extra]\na = 1\n"
+    );
+    let imported = check(&toml, dir.path());
+    for part in [
+        "extra: unknown key",
+        "challenge.metadata.maxPoints: not carried over (no beast/v1 equivalent)",
+        "challenge.env.frobnicate: unknown key",
+        "resource.swap: unknown key",
+        "sidecar \"mongo\"",
+        "maintainer.ssh_key",
+        "author.ssh_key",
+        "dynamicFlag",
+    ] {
+        assert!(has_note(&imported, part), "{part}: {:?}", imported.notes);
+    }
+}
+
+#[test]
+fn unsupported_files_are_refused_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[challenge.metadata]\nname = \"c\"\ntype = \"docker\"\n[challenge.env]\nports = [1]\ndocker_compose = \"docker-compose.yml\"\n", "compose project"),
+        ("[challenge.metadata]\nname = \"c\"\ntype = \"docker\"\n[challenge.env]\nports = [1]\n", "needs challenge.env.docker_context"),
+        ("[challenge.metadata]\nname = \"c\"\ntype = \"bare\"\n[challenge.env]\nports = [1]\n", "needs challenge.env.run_cmd"),
+        ("[challenge.metadata]\nname = \"c\"\ntype = \"service\"\n[challenge.env]\nports = [1]\n", "needs challenge.env.service_path"),
+        ("[challenge.metadata]\nname = \"c\"\ntype = \"quantum\"\n", "\"quantum\" is not one"),
+        ("[challenge.metadata]\ntype = \"static\"\n", "name is missing"),
+        ("[challenge.metadata]\nname = \"c\"\ntype = \"bare\"\n[challenge.env]\nrun_cmd = \"x\"\nport_mappings = [\"80\"]\n", "not \"host:container\""),
+        ("[challenge\n", "not valid TOML"),
+    ];
+    for (toml, part) in cases {
+        let err = convert(toml, dir.path()).unwrap_err().to_string();
+        assert!(err.contains(part), "{part}: {err}");
+        assert!(err.contains("beast.toml"), "{err}");
+    }
+}
+
+#[test]
+fn memory_is_rounded_up_to_whole_mi() {
+    assert_eq!(memory_quantity(1), "6Mi");
+    assert_eq!(memory_quantity(6 * MI), "6Mi");
+    assert_eq!(memory_quantity(7 * MI + 1), "8Mi");
+    assert_eq!(memory_quantity(536_870_912), "512Mi");
+}
+
+const BARE: &str = "[challenge.metadata]\nname = \"bare\"\nflag = \"x\"\ntype = \"bare\"\n\
+                    [challenge.env]\nports = [9000]\nrun_cmd = \"./run\"\n";
+
+#[test]
+fn dry_run_writes_nothing_and_a_real_run_writes_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(BEAST_TOML), BARE).unwrap();
+    let report = import(dir.path(), true).unwrap();
+    assert!(report.written.is_empty());
+    assert!(!dir.path().join(CHALLENGE_YAML).exists());
+    assert!(!dir.path().join(DOCKERFILE).exists());
+    assert!(report.manifest_yaml.starts_with(YAML_HEADER));
+    assert!(report.dockerfile.is_some());
+
+    let file = dir.path().join(BEAST_TOML);
+    let report = import(&file, false).unwrap();
+    assert_eq!(report.written.len(), 2);
+    let yaml = std::fs::read_to_string(dir.path().join(CHALLENGE_YAML)).unwrap();
+    assert_eq!(yaml, report.manifest_yaml);
+    let on_disk = manifest::load_file(
+        &dir.path().join(CHALLENGE_YAML),
+        dir.path(),
+        "challenge.yaml",
+    )
+    .unwrap();
+    assert!(on_disk.is_valid());
+    // Our own files may be replaced by a later import.
+    import(dir.path(), false).unwrap();
+}
+
+#[test]
+fn refuses_to_overwrite_hand_written_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(BEAST_TOML), BARE).unwrap();
+    std::fs::write(dir.path().join(CHALLENGE_YAML), "apiVersion: beast/v1\n").unwrap();
+    let err = import(dir.path(), false).unwrap_err();
+    assert!(matches!(err, ImportError::WouldOverwrite { .. }), "{err}");
+    assert!(err.to_string().contains("challenge.yaml"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(CHALLENGE_YAML)).unwrap(),
+        "apiVersion: beast/v1\n"
+    );
+    // Dry runs refuse too, so that the real run's failure is no surprise.
+    assert!(import(dir.path(), true).is_err());
+
+    std::fs::remove_file(dir.path().join(CHALLENGE_YAML)).unwrap();
+    std::fs::write(dir.path().join(DOCKERFILE), "FROM scratch\n").unwrap();
+    let err = import(dir.path(), false).unwrap_err();
+    assert!(err.to_string().contains("Dockerfile"), "{err}");
+    assert!(!dir.path().join(CHALLENGE_YAML).exists());
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = import(dir.path(), true).unwrap_err();
+    assert!(matches!(err, ImportError::Read { .. }));
+    assert!(err.to_string().contains("beast.toml"), "{err}");
+}
