@@ -47,7 +47,13 @@ async fn bench() {
         }
         snapshot.claims.insert(
             name.clone(),
-            vec![(format!("{name}.yaml"), Claim::Valid { challenge: Box::new(c), raw: None })],
+            vec![(
+                format!("{name}.yaml"),
+                Claim::Valid {
+                    challenge: Box::new(c),
+                    raw: None,
+                },
+            )],
         );
     }
     store.apply_dir(0, snapshot);

@@ -338,7 +338,10 @@ impl DesiredStore {
     }
 
     fn undeployed(&self) -> BTreeSet<String> {
-        self.undeployed.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.undeployed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {

@@ -8,6 +8,7 @@ pub mod api;
 pub mod backoff;
 pub mod cli;
 pub mod containers;
+pub mod control;
 pub mod desired;
 pub mod dryrun;
 pub mod events;

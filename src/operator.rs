@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,14 +16,18 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use crate::api::{self, AppState};
 use crate::containers::Defaults;
-use crate::desired::DesiredStore;
+use crate::control::OperatorControl;
+use crate::desired::{DesiredStore, Source};
 use crate::events;
+use crate::manifest::validate;
 use crate::ports::{PortAllocator, PortError, PortRange};
 use crate::queue::{spawn_workers, Backoff, Outcome, WorkQueue};
 use crate::reconcile::{Reconciler, Settings};
 use crate::runtime::Runtime;
+use crate::source::api_store::{ApiStore, StoreError};
 use crate::source::dir;
 use crate::status::StatusBoard;
+use crate::tasks::TaskBoard;
 
 /// Errors that stop `beast run` from starting.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,8 @@ pub enum OperatorError {
     },
     #[error(transparent)]
     Ports(#[from] PortError),
+    #[error("API store: {0}")]
+    Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -71,7 +77,20 @@ pub async fn run<R: Runtime>(
         source,
     })?;
     let ports = PortAllocator::open(config.port_range, &config.state_dir)?;
+    let api_store = ApiStore::open(&config.state_dir.join("store"))?;
+    for warning in api_store.warnings() {
+        tracing::warn!(%warning, "API store");
+    }
+    let api_dir = config.state_dir.join("api");
+    std::fs::create_dir_all(&api_dir).map_err(|source| OperatorError::StateDir {
+        path: api_dir.clone(),
+        source,
+    })?;
     let store = DesiredStore::new();
+    for name in api_store.undeployed() {
+        store.set_deployed(&name, false);
+    }
+    let tasks = TaskBoard::new();
     let status = StatusBoard::new();
     let settings = Settings {
         instance: config.instance.clone(),
@@ -103,6 +122,7 @@ pub async fn run<R: Runtime>(
     });
 
     rescan(&config.manifests, &store);
+    load_api(&api_store, &store, &api_dir);
 
     let queue: WorkQueue<String> = WorkQueue::new(Backoff::default());
     reconciler.attach_queue(queue.clone());
@@ -117,6 +137,7 @@ pub async fn run<R: Runtime>(
     // Keys of the first pass not yet reconciled once; /readyz waits for them.
     let first_pass: Arc<Mutex<Option<HashSet<String>>>> = Arc::new(Mutex::new(None));
     let workers = {
+        let tasks = tasks.clone();
         let reconciler = reconciler.clone();
         let first_pass = first_pass.clone();
         let readiness = readiness.clone();
@@ -124,8 +145,14 @@ pub async fn run<R: Runtime>(
             let reconciler = reconciler.clone();
             let first_pass = first_pass.clone();
             let readiness = readiness.clone();
+            let tasks = tasks.clone();
             async move {
+                tasks.start(&name);
                 let result = reconciler.reconcile(&name).await;
+                tasks.finish(
+                    &name,
+                    &result.as_ref().map(|_| ()).map_err(ToString::to_string),
+                );
                 let mut pending = first_pass.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(set) = pending.as_mut() {
                     set.remove(&name);
@@ -160,13 +187,16 @@ pub async fn run<R: Runtime>(
         let store = store.clone();
         let queue = queue.clone();
         let mut stop = stop_rx.clone();
+        let (api_store, api_dir) = (api_store.clone(), api_dir.clone());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = stop.changed() => return,
                     got = burst_rx.recv() => {
                         if got.is_none() { return; }
-                        for name in rescan(&manifests, &store) {
+                        let mut changed = rescan(&manifests, &store);
+                        changed.extend(load_api(&api_store, &store, &api_dir));
+                        for name in changed {
                             queue.add_now_ignoring_backoff(name);
                         }
                     }
@@ -257,10 +287,18 @@ pub async fn run<R: Runtime>(
         });
     }
 
+    let control = Arc::new(OperatorControl {
+        reconciler: reconciler.clone(),
+        queue: queue.clone(),
+    });
     let app = api::router(AppState {
         store: store.clone(),
         status: status.clone(),
         readiness: readiness.clone(),
+        tasks: tasks.clone(),
+        api_store: api_store.clone(),
+        control,
+        api_dir: api_dir.clone(),
     });
     let mut stop = stop_rx.clone();
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -270,6 +308,39 @@ pub async fn run<R: Runtime>(
     tracing::info!("shutting down: finishing in-flight work, leaving containers running");
     workers.shutdown().await;
     served.map_err(OperatorError::Serve)
+}
+
+/// Puts the API store's challenges into the desired store (those no watched file claims);
+/// returns the names that changed. A stored manifest that no longer validates is reported and
+/// left as it was.
+pub fn load_api(api_store: &ApiStore, store: &DesiredStore, api_dir: &Path) -> Vec<String> {
+    let mut changed = Vec::new();
+    for (name, stored) in api_store.list() {
+        if matches!(store.owner(&name), Some(Source::Dir { .. })) {
+            continue;
+        }
+        let ctx = validate::Context {
+            manifest_dir: api_dir,
+            root: api_dir,
+        };
+        match validate::validate(&stored.manifest, &ctx) {
+            Ok(challenge) => {
+                if let Ok(true) =
+                    store.apply_api(challenge, stored.manifest, stored.resource_version)
+                {
+                    changed.push(name);
+                }
+            }
+            Err(errors) => {
+                let errors: Vec<String> = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.path, e.message))
+                    .collect();
+                tracing::error!(challenge = %name, errors = ?errors, "stored API manifest no longer validates; keeping what runs");
+            }
+        }
+    }
+    changed
 }
 
 /// Rescans every manifest directory into the store; returns the names whose entry changed.

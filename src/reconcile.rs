@@ -905,12 +905,19 @@ impl<R: Runtime> ProbeHost for Reconciler<R> {
 fn redeploy_ops(instance: &str, wants: &[Want], observed: &[&Observed]) -> Vec<Op> {
     let forced: Vec<Want> = wants
         .iter()
-        .map(|w| Want { replica: w.replica, hash: String::new() })
+        .map(|w| Want {
+            replica: w.replica,
+            hash: String::new(),
+        })
         .collect();
     plan_challenge(instance, &forced, observed)
         .into_iter()
         .map(|op| match op {
-            Op::Replace { replica, old, why: Why::SpecChanged { .. } } => Op::Replace {
+            Op::Replace {
+                replica,
+                old,
+                why: Why::SpecChanged { .. },
+            } => Op::Replace {
                 replica,
                 old,
                 why: Why::Redeploy,

@@ -134,9 +134,15 @@ mod tests {
         let late = board.create("x", "deploy");
         let done = board.finish("x", &Ok(()));
         assert_eq!(done.len(), 1);
-        assert_eq!(board.get(&a.id).map(|t| t.state), Some(TaskState::Succeeded));
+        assert_eq!(
+            board.get(&a.id).map(|t| t.state),
+            Some(TaskState::Succeeded)
+        );
         // Queued after the run started: it belongs to the next run.
-        assert_eq!(board.get(&late.id).map(|t| t.state), Some(TaskState::Queued));
+        assert_eq!(
+            board.get(&late.id).map(|t| t.state),
+            Some(TaskState::Queued)
+        );
         board.start("x");
         board.finish("x", &Err("boom".into()));
         let late = board.get(&late.id);

@@ -1,5 +1,5 @@
-//! The one error type of the API: maps to a status code and `{"error": {"code", "message"}}`.
-//! Internal details are logged, never sent.
+//! The one error type of the API: maps to a status code and `{"error": {"code", "message"}}`
+//! (plus `details` for validation errors). Internal details are logged, never sent.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -11,25 +11,62 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// The request conflicts with the current state (name owned by a file, already exists).
+    #[error("{0}")]
+    Conflict(String),
+    /// `If-Match` names a version that is not the current one.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// The body is larger than the server accepts.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A manifest that does not validate: one message per error, `file:line:col: path: message`.
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        details: Vec<String>,
+    },
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
+impl ApiError {
+    /// An invalid manifest from its errors.
+    pub fn invalid(details: Vec<String>) -> ApiError {
+        let message = match details.as_slice() {
+            [one] => one.clone(),
+            [first, rest @ ..] => format!("{first} (and {} more)", rest.len()),
+            [] => "invalid manifest".to_string(),
+        };
+        ApiError::Invalid { message, details }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, message) = match &self {
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "NotFound", m.clone()),
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "BadRequest", m.clone()),
+        let (status, code) = match &self {
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            ApiError::PreconditionFailed(_) => {
+                (StatusCode::PRECONDITION_FAILED, "PreconditionFailed")
+            }
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "TooLarge"),
+            ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal"),
+        };
+        let mut error = serde_json::json!({"code": code, "message": self.to_string()});
+        match &self {
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error answering a request");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Internal",
-                    "internal error".to_string(),
-                )
+                error["message"] = "internal error".into();
             }
-        };
-        let body = serde_json::json!({"error": {"code": code, "message": message}});
-        (status, Json(body)).into_response()
+            ApiError::Invalid { details, .. } => error["details"] = details.clone().into(),
+            _ => {}
+        }
+        (status, Json(serde_json::json!({ "error": error }))).into_response()
     }
 }

@@ -4,9 +4,15 @@
 //! state (desired store, status board, readiness); they never talk to the engine.
 
 mod error;
+mod info;
+mod manage;
 mod status;
 
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -16,14 +22,58 @@ pub use error::ApiError;
 
 use crate::desired::DesiredStore;
 use crate::reconcile::Readiness;
+use crate::source::api_store::ApiStore;
 use crate::status::StatusBoard;
+use crate::tasks::TaskBoard;
 
-/// What handlers read.
+/// Container output, as the logs route streams it.
+pub type LogStream = BoxStream<'static, Result<bytes::Bytes, std::io::Error>>;
+
+/// What the API asks of the operator (object-safe, so handlers need no engine types).
+pub trait Control: Send + Sync + 'static {
+    /// Asks for a reconcile of `name` now.
+    fn enqueue(&self, name: &str);
+    /// Makes the next reconcile of `name` recreate its containers.
+    fn redeploy(&self, name: &str);
+    /// The output of `name`'s containers (one replica, or all of them line-prefixed).
+    fn logs(
+        &self,
+        name: &str,
+        replica: Option<u32>,
+        tail: usize,
+        follow: bool,
+    ) -> BoxFuture<'static, Result<LogStream, ApiError>>;
+}
+
+/// A [`Control`] that does nothing, for router tests without an operator.
+pub struct NoControl;
+
+impl Control for NoControl {
+    fn enqueue(&self, _name: &str) {}
+    fn redeploy(&self, _name: &str) {}
+    fn logs(
+        &self,
+        _name: &str,
+        _replica: Option<u32>,
+        _tail: usize,
+        _follow: bool,
+    ) -> BoxFuture<'static, Result<LogStream, ApiError>> {
+        Box::pin(async { Ok(Box::pin(futures::stream::empty()) as LogStream) })
+    }
+}
+
+/// What handlers read and act through.
 #[derive(Clone)]
 pub struct AppState {
     pub store: DesiredStore,
     pub status: StatusBoard,
     pub readiness: Arc<Readiness>,
+    pub tasks: TaskBoard,
+    /// Durable store of API-written manifests and lifecycle records.
+    pub api_store: ApiStore,
+    pub control: Arc<dyn Control>,
+    /// The folder API manifests are validated against (they may not use paths).
+    pub api_dir: PathBuf,
 }
 
 /// The whole API.
@@ -32,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(status::routes())
+        .merge(manage::routes())
+        .merge(info::routes())
         .fallback(not_found)
         .with_state(state)
 }

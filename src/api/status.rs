@@ -1,17 +1,63 @@
 //! The status namespace: `GET /api/v1/status/challenges[/{name}]` (SPEC §6).
 
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::{ApiError, AppState};
 use crate::status::{view, ChallengeStatus};
+use crate::tasks::Task;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/status/challenges", get(list))
         .route("/api/v1/status/challenges/{name}", get(one))
+        .route("/api/v1/status/challenges/{name}/logs", get(logs))
+        .route("/api/v1/status/tasks/{id}", get(task))
+}
+
+async fn task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Task>, ApiError> {
+    state
+        .tasks
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("task {id:?} not found")))
+}
+
+#[derive(Debug, Deserialize)]
+struct LogsQuery {
+    tail: Option<usize>,
+    follow: Option<bool>,
+    replica: Option<u32>,
+}
+
+/// Container output as text; `follow=true` keeps the response open and streams new output.
+async fn logs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    if state.store.get(&name).is_none() {
+        return Err(ApiError::NotFound(format!("challenge {name:?} not found")));
+    }
+    let tail = q.tail.unwrap_or(100).min(10_000);
+    let stream = state
+        .control
+        .logs(&name, q.replica, tail, q.follow.unwrap_or(false))
+        .await?;
+    let mut response = Body::from_stream(stream).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize)]

@@ -23,8 +23,8 @@ use bollard::Docker;
 use futures::StreamExt;
 
 use super::{
-    ContainerSpec, ContainerState, EngineEvent, EventStream, ImageIndex, Observed, PortBinding,
-    Result, Runtime, RuntimeError, Termination, LABEL_CHALLENGE, LABEL_INSTANCE,
+    ByteStream, ContainerSpec, ContainerState, EngineEvent, EventStream, ImageIndex, Observed,
+    PortBinding, Result, Runtime, RuntimeError, Termination, LABEL_CHALLENGE, LABEL_INSTANCE,
 };
 use crate::model::Protocol;
 
@@ -335,6 +335,19 @@ impl Runtime for DockerRuntime {
                 };
                 futures::future::ready(out)
             })
+            .boxed()
+    }
+
+    fn log_stream(&self, id: &str, tail: usize, follow: bool) -> ByteStream {
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(follow)
+            .tail(&tail.to_string())
+            .build();
+        self.docker
+            .logs(id, Some(options))
+            .map(|chunk| chunk.map(|c| c.into_bytes()).map_err(map_err))
             .boxed()
     }
 

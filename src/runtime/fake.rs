@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::{
-    ContainerSpec, ContainerState, EventStream, ImageIndex, Observed, Result, Runtime,
+    ByteStream, ContainerSpec, ContainerState, EventStream, ImageIndex, Observed, Result, Runtime,
     RuntimeError, Termination, LABEL_CHALLENGE, LABEL_INSTANCE,
 };
 
@@ -134,6 +134,10 @@ impl Runtime for FakeRuntime {
 
     fn events(&self, _instance: &str) -> EventStream {
         futures::stream::pending().boxed()
+    }
+
+    fn log_stream(&self, _id: &str, _tail: usize, _follow: bool) -> ByteStream {
+        futures::stream::empty().boxed()
     }
 
     async fn logs(&self, _id: &str, _tail: usize) -> Result<Vec<String>> {

@@ -178,6 +178,9 @@ pub struct Termination {
     pub restart_count: i64,
 }
 
+/// A stream of raw bytes (container output).
+pub type ByteStream = futures::stream::BoxStream<'static, Result<bytes::Bytes>>;
+
 /// A stream of engine events.
 pub type EventStream = futures::stream::BoxStream<'static, Result<EngineEvent>>;
 
@@ -229,6 +232,9 @@ pub trait Runtime: Send + Sync + 'static {
     fn restart(&self, id: &str, grace: Duration) -> impl Future<Output = Result<()>> + Send;
     /// Container events of `instance`, from now on. Ends or errors when the connection breaks.
     fn events(&self, instance: &str) -> EventStream;
+    /// A container's output (stdout and stderr) from the last `tail` lines on; with `follow`
+    /// it stays open and yields new output as it comes.
+    fn log_stream(&self, id: &str, tail: usize, follow: bool) -> ByteStream;
     /// The last `tail` lines of a container's output (stdout and stderr).
     fn logs(&self, id: &str, tail: usize) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Runs `command` inside a running container and returns its exit code.

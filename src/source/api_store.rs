@@ -261,6 +261,16 @@ impl ApiStore {
     }
 
     /// Whether `name` should be deployed: true unless it was undeployed.
+    /// Names whose lifecycle record says undeployed.
+    pub fn undeployed(&self) -> Vec<String> {
+        self.lock()
+            .lifecycle
+            .iter()
+            .filter(|(_, l)| !l.deployed)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     pub fn deployed(&self, name: &str) -> bool {
         self.lifecycle(name).is_none_or(|l| l.deployed)
     }

@@ -55,10 +55,13 @@ pub fn scan(root: &Path) -> Result<DirSnapshot, DirError> {
                             .claims
                             .entry(challenge.name.clone())
                             .or_default()
-                            .push((display.clone(), Claim::Valid {
+                            .push((
+                                display.clone(),
+                                Claim::Valid {
                                     challenge: Box::new(challenge),
                                     raw: Some(raw),
-                                })),
+                                },
+                            )),
                         DocOutcome::Invalid {
                             name: Some(name),
                             errors,

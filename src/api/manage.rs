@@ -1,0 +1,291 @@
+//! The manage namespace (author): create, replace, read and purge API-owned manifests, and the
+//! lifecycle actions. A write is acknowledged only once the API store has it on disk.
+
+use std::path::Path as FsPath;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use super::{ApiError, AppState};
+use crate::desired::Entry;
+use crate::manifest::{self, raw, DocOutcome};
+use crate::model::{Challenge, ImageSource};
+use crate::source::api_store::StoreError;
+use crate::tasks::Task;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/manage/challenges", get(list).post(create))
+        .route(
+            "/api/v1/manage/challenges/{name}",
+            get(one).put(put).delete(purge),
+        )
+        .route("/api/v1/manage/challenges/{name}/{action}", post(action))
+}
+
+#[derive(serde::Serialize)]
+struct Items {
+    items: Vec<raw::Manifest>,
+}
+
+/// The manifest of an entry with its resourceVersion.
+fn served(entry: &Entry) -> Option<raw::Manifest> {
+    let mut m = entry.raw.as_deref()?.clone();
+    m.metadata.resource_version = Some(entry.resource_version.to_string());
+    Some(m)
+}
+
+fn with_etag(status: StatusCode, manifest: raw::Manifest, version: u64) -> Response {
+    let mut response = (status, Json(manifest)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+}
+
+async fn list(State(state): State<AppState>) -> Json<Items> {
+    let items = state.store.snapshot().iter().filter_map(served).collect();
+    Json(Items { items })
+}
+
+async fn one(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let entry = state.store.get(&name).ok_or_else(|| not_found(&name))?;
+    let manifest = served(&entry).ok_or_else(|| {
+        ApiError::Conflict(format!("challenge {name:?} has no valid manifest yet"))
+    })?;
+    Ok(with_etag(StatusCode::OK, manifest, entry.resource_version))
+}
+
+async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let (challenge, manifest) = parse_body(&state.api_dir, &body)?;
+    let name = challenge.name.clone();
+    refuse_dir_owned(&state, &name)?;
+    let store = state.api_store.clone();
+    let (n, m) = (name.clone(), manifest.clone());
+    let version = blocking(move || store.create(&n, m))
+        .await?
+        .map_err(|e| match e {
+            StoreError::Conflict { .. } => ApiError::Conflict(format!(
+                "challenge {name:?} already exists; use PUT to replace it"
+            )),
+            other => store_error(&name, other),
+        })?;
+    apply(&state, challenge, manifest.clone(), version)?;
+    Ok(with_etag(
+        StatusCode::CREATED,
+        served_from(manifest, version),
+        version,
+    ))
+}
+
+async fn put(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (challenge, manifest) = parse_body(&state.api_dir, &body)?;
+    if challenge.name != name {
+        return Err(ApiError::BadRequest(format!(
+            "metadata.name {:?} does not match the URL's {name:?}",
+            challenge.name
+        )));
+    }
+    refuse_dir_owned(&state, &name)?;
+    let if_match = if_match(&headers, manifest.metadata.resource_version.as_deref())?;
+    let existed = state.api_store.get(&name).is_some();
+    let store = state.api_store.clone();
+    let (n, m) = (name.clone(), manifest.clone());
+    let version = blocking(move || store.put(&n, m, if_match))
+        .await?
+        .map_err(|e| store_error(&name, e))?;
+    apply(&state, challenge, manifest.clone(), version)?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(with_etag(status, served_from(manifest, version), version))
+}
+
+async fn purge(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let entry = state.store.get(&name).ok_or_else(|| not_found(&name))?;
+    if let Some(file) = entry.file() {
+        return Err(owned_by(&name, file));
+    }
+    let if_match = if_match(&headers, None)?;
+    let store = state.api_store.clone();
+    let n = name.clone();
+    blocking(move || {
+        store.delete(&n, if_match)?;
+        store.forget_lifecycle(&n)
+    })
+    .await?
+    .map_err(|e| store_error(&name, e))?;
+    state.store.remove_api(&name);
+    state.store.set_deployed(&name, true);
+    Ok(accepted(&state, &name, "delete"))
+}
+
+async fn action(
+    State(state): State<AppState>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    if state.store.get(&name).is_none() {
+        return Err(not_found(&name));
+    }
+    match action.as_str() {
+        "deploy" | "undeploy" => {
+            let deployed = action == "deploy";
+            let store = state.api_store.clone();
+            let n = name.clone();
+            blocking(move || store.set_deployed(&n, deployed))
+                .await?
+                .map_err(|e| store_error(&name, e))?;
+            state.store.set_deployed(&name, deployed);
+        }
+        "redeploy" => state.control.redeploy(&name),
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no action {other:?}: use deploy, undeploy or redeploy"
+            )))
+        }
+    }
+    Ok(accepted(&state, &name, &action))
+}
+
+/// Queues a task for `name` and answers 202 with it.
+fn accepted(state: &AppState, name: &str, action: &str) -> Response {
+    let task: Task = state.tasks.create(name, action);
+    state.control.enqueue(name);
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "task": task })),
+    )
+        .into_response()
+}
+
+/// Applies an acknowledged write to the desired state and asks for a reconcile.
+fn apply(
+    state: &AppState,
+    challenge: Challenge,
+    manifest: raw::Manifest,
+    version: u64,
+) -> Result<(), ApiError> {
+    let name = challenge.name.clone();
+    state
+        .store
+        .apply_api(challenge, manifest, version)
+        .map_err(|file| owned_by(&name, &file))?;
+    state.control.enqueue(&name);
+    Ok(())
+}
+
+fn served_from(mut manifest: raw::Manifest, version: u64) -> raw::Manifest {
+    manifest.metadata.resource_version = Some(version.to_string());
+    manifest
+}
+
+/// Parses a YAML or JSON body holding exactly one manifest.
+fn parse_body(api_dir: &FsPath, body: &[u8]) -> Result<(Challenge, raw::Manifest), ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::BadRequest("the body is not UTF-8 text".to_string()))?;
+    let parsed = manifest::parse_str(text, "request body", api_dir, api_dir);
+    let mut docs = parsed.docs.into_iter();
+    let (Some(doc), None) = (docs.next(), docs.next()) else {
+        return Err(ApiError::BadRequest(
+            "the body must hold exactly one manifest".to_string(),
+        ));
+    };
+    match doc {
+        DocOutcome::Invalid { errors, .. } => Err(ApiError::invalid(
+            errors.iter().map(ToString::to_string).collect(),
+        )),
+        DocOutcome::Valid { challenge, raw, .. } => {
+            if matches!(
+                challenge.run.as_ref().map(|r| &r.source),
+                Some(ImageSource::Build(_))
+            ) {
+                return Err(ApiError::invalid(vec![
+                    "request body: spec.build: building from source needs a watched manifest directory; use spec.image".to_string(),
+                ]));
+            }
+            if !challenge.attachments.is_empty() {
+                return Err(ApiError::invalid(vec![
+                    "request body: spec.attachments: attachments need a watched manifest directory"
+                        .to_string(),
+                ]));
+            }
+            Ok((challenge, *raw))
+        }
+    }
+}
+
+/// `If-Match: "12"` (or `W/"12"`, or `12`), else the body's `metadata.resourceVersion`.
+fn if_match(headers: &HeaderMap, from_body: Option<&str>) -> Result<Option<u64>, ApiError> {
+    let raw = match headers.get(header::IF_MATCH) {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::BadRequest("If-Match is not text".to_string()))?
+                .to_string(),
+        ),
+        None => from_body.map(str::to_string),
+    };
+    let Some(raw) = raw else { return Ok(None) };
+    let v = raw.trim().trim_start_matches("W/").trim_matches('"');
+    if v == "*" {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|_| ApiError::BadRequest(format!("If-Match {raw:?} is not a resourceVersion")))
+}
+
+fn refuse_dir_owned(state: &AppState, name: &str) -> Result<(), ApiError> {
+    match state.store.get(name).as_ref().and_then(Entry::file) {
+        Some(file) => Err(owned_by(name, file)),
+        None => Ok(()),
+    }
+}
+
+fn owned_by(name: &str, file: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "challenge {name:?} is owned by the watched file {file}; change the file instead"
+    ))
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::NotFound(format!("challenge {name:?} not found"))
+}
+
+fn store_error(name: &str, err: StoreError) -> ApiError {
+    match err {
+        StoreError::Conflict { current: Some(v) } => ApiError::PreconditionFailed(format!(
+            "challenge {name:?} is at resourceVersion {v}; fetch it again and retry"
+        )),
+        StoreError::Conflict { current: None } => ApiError::PreconditionFailed(format!(
+            "challenge {name:?} does not exist in the API store"
+        )),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+/// Runs the store's blocking, fsyncing I/O off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))
+}
