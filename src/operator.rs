@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::api::{self, AppState};
+use crate::auth::Auth;
 use crate::containers::Defaults;
 use crate::desired::DesiredStore;
 use crate::events;
@@ -58,6 +59,8 @@ pub struct RunConfig {
     pub stop_grace: Duration,
     /// Quiet time that ends a burst of file changes.
     pub debounce: Duration,
+    /// The API's token keys, or disabled (`--no-auth`).
+    pub auth: Auth,
 }
 
 /// Runs the operator until `shutdown` resolves. Containers are left running.
@@ -261,6 +264,7 @@ pub async fn run<R: Runtime>(
         store: store.clone(),
         status: status.clone(),
         readiness: readiness.clone(),
+        auth: config.auth.clone(),
     });
     let mut stop = stop_rx.clone();
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -1,19 +1,23 @@
 //! The HTTP API: `fn router(state) -> Router`, handlers grouped by namespace in small files.
 //!
-//! Today: `/healthz`, `/readyz` and the read-only status namespace. Handlers only read shared
-//! state (desired store, status board, readiness); they never talk to the engine.
+//! Today: `/healthz`, `/readyz` (open), the auth namespace and the read-only status namespace
+//! (viewer). Handlers only read shared state (desired store, status board, readiness, auth keys);
+//! they never talk to the engine. Routes are guarded by the extractors of [`crate::auth`].
 
+mod auth;
 mod error;
 mod status;
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 
 pub use error::ApiError;
 
+use crate::auth::Auth;
 use crate::desired::DesiredStore;
 use crate::reconcile::Readiness;
 use crate::status::StatusBoard;
@@ -24,6 +28,14 @@ pub struct AppState {
     pub store: DesiredStore,
     pub status: StatusBoard,
     pub readiness: Arc<Readiness>,
+    /// Token keys, or disabled (`--no-auth`).
+    pub auth: Auth,
+}
+
+impl FromRef<AppState> for Auth {
+    fn from_ref(state: &AppState) -> Auth {
+        state.auth.clone()
+    }
 }
 
 /// The whole API.
@@ -31,6 +43,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(auth::routes())
         .merge(status::routes())
         .fallback(not_found)
         .with_state(state)

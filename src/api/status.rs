@@ -1,4 +1,4 @@
-//! The status namespace: `GET /api/v1/status/challenges[/{name}]` (SPEC §6).
+//! The status namespace: `GET /api/v1/status/challenges[/{name}]` (SPEC §6), for viewers.
 
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
@@ -6,6 +6,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::{ApiError, AppState};
+use crate::auth::RequireViewer;
 use crate::status::{view, ChallengeStatus};
 
 pub fn routes() -> Router<AppState> {
@@ -27,6 +28,7 @@ struct Items {
 }
 
 async fn list(
+    _: RequireViewer,
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Items>, ApiError> {
@@ -50,6 +52,7 @@ async fn list(
 }
 
 async fn one(
+    _: RequireViewer,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ChallengeStatus>, ApiError> {
