@@ -208,6 +208,7 @@ fn beast_run(n: usize, round: usize) -> Result<Duration, String> {
             &format!("127.0.0.1:{listen}"),
             "--port-range",
             "47000-47999",
+            "--no-auth",
         ])
         .env("BEAST_LOG", "warn")
         .stdout(Stdio::null())

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::auth::Role;
 use crate::ports::PortRange;
 
 #[derive(Debug, Parser)]
@@ -39,6 +40,8 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Mint an API token with the configured secret; prints only the token.
+    Token(TokenArgs),
 }
 
 /// Log output format.
@@ -46,6 +49,33 @@ pub enum Command {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Where the JWT secret comes from (`run` and `token`). Exactly one of the two may be set.
+#[derive(Debug, Args, Clone)]
+pub struct SecretArgs {
+    /// Secret that signs API tokens (at least 32 bytes). Prefer the env var or a file: a flag
+    /// shows in the process list.
+    #[arg(long, env = "BEAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// File holding the secret (one trailing newline is ignored).
+    #[arg(long, env = "BEAST_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TokenArgs {
+    /// viewer, author or admin.
+    #[arg(long)]
+    pub role: Role,
+    /// Who the token is for (default: the role's name).
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// How long the token lives (humantime, e.g. 1h, 7d).
+    #[arg(long, default_value = "24h")]
+    pub ttl: humantime::Duration,
+    #[command(flatten)]
+    pub secret: SecretArgs,
 }
 
 /// Flags shared by `run` and `plan`: what the desired state is and whose containers to look at.
@@ -78,7 +108,9 @@ pub struct RunArgs {
     /// Address of the API server.
     #[arg(long, env = "BEAST_LISTEN", default_value = "127.0.0.1:5005")]
     pub listen: SocketAddr,
-    /// Serve the API without authentication.
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// Serve the API without authentication: every request is an anonymous admin.
     #[arg(long, env = "BEAST_NO_AUTH")]
     pub no_auth: bool,
     /// Allow --no-auth on a non-loopback address.

@@ -5,6 +5,7 @@
 //! [`api`] serves. See `docs/architecture.md`.
 
 pub mod api;
+pub mod auth;
 pub mod backoff;
 pub mod cli;
 pub mod containers;

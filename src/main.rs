@@ -6,7 +6,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 
-use beast::cli::{Cli, Command, LogFormat, PlanArgs, RunArgs, SourceArgs};
+use beast::auth::{self, Auth, Keys};
+use beast::cli::{Cli, Command, LogFormat, PlanArgs, RunArgs, SecretArgs, SourceArgs, TokenArgs};
 use beast::containers::Defaults;
 use beast::desired::DesiredStore;
 use beast::operator::{self, RunConfig};
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
             Command::Validate { paths } => validate(&paths),
             Command::Plan(args) => plan(args).await,
             Command::Import { path, dry_run } => Ok(import(&path, dry_run)),
+            Command::Token(args) => token(args),
         }
     });
     match result {
@@ -75,13 +77,12 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             args.listen
         );
     }
-    if !args.listen.ip().is_loopback() && !args.no_auth {
-        anyhow::bail!(
-            "authentication is not available in this version: listen on a loopback address, \
-             or pass --no-auth --insecure to serve {} without it",
-            args.listen
-        );
-    }
+    let auth = if args.no_auth {
+        tracing::warn!(listen = %args.listen, "--no-auth: every API request is an anonymous admin");
+        Auth::disabled()
+    } else {
+        Auth::enabled(keys(&args.secret).context("API authentication")?)
+    };
     let config = RunConfig {
         manifests: args.source.manifests.clone(),
         state_dir: args.source.state_dir.clone(),
@@ -95,11 +96,29 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         defaults: defaults(&args.source)?,
         stop_grace: args.stop_grace.into(),
         debounce: args.debounce.into(),
+        auth,
     };
     let runtime = DockerRuntime::connect()
         .await
         .context("connecting to the Docker engine")?;
     operator::run(config, Arc::new(runtime), shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Signing keys from `--jwt-secret` / `--jwt-secret-file` (or their env vars).
+fn keys(secret: &SecretArgs) -> anyhow::Result<Keys> {
+    let bytes = auth::load_secret(secret.jwt_secret.clone(), secret.jwt_secret_file.clone())?;
+    Ok(Keys::new(&bytes)?)
+}
+
+/// `beast token`: prints a freshly minted token and nothing else on stdout.
+fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
+    let keys = keys(&args.secret)?;
+    let subject = args
+        .subject
+        .unwrap_or_else(|| args.role.as_str().to_string());
+    let token = auth::mint(&keys, args.role, &subject, args.ttl.into())?;
+    println!("{token}");
     Ok(ExitCode::SUCCESS)
 }
 

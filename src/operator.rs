@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::api::{self, AppState};
+use crate::auth::Auth;
 use crate::containers::Defaults;
 use crate::control::OperatorControl;
 use crate::desired::{DesiredStore, Source};
@@ -64,6 +65,8 @@ pub struct RunConfig {
     pub stop_grace: Duration,
     /// Quiet time that ends a burst of file changes.
     pub debounce: Duration,
+    /// The API's token keys, or disabled (`--no-auth`).
+    pub auth: Auth,
 }
 
 /// Runs the operator until `shutdown` resolves. Containers are left running.
@@ -299,6 +302,7 @@ pub async fn run<R: Runtime>(
         api_store: api_store.clone(),
         control,
         api_dir: api_dir.clone(),
+        auth: config.auth.clone(),
     });
     let mut stop = stop_rx.clone();
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

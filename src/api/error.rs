@@ -1,7 +1,7 @@
 //! The one error type of the API: maps to a status code and `{"error": {"code", "message"}}`
 //! (plus `details` for validation errors). Internal details are logged, never sent.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -11,6 +11,15 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// 401 for a request without a bearer token: the challenge carries no error code (RFC 6750 §3).
+    #[error("{0}")]
+    MissingToken(String),
+    /// 401 for a token that is malformed, forged, expired or uses another algorithm.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: a valid token whose role is too low, or a request beyond what the token allows.
+    #[error("{0}")]
+    Forbidden(String),
     /// The request conflicts with the current state (name owned by a file, already exists).
     #[error("{0}")]
     Conflict(String),
@@ -49,6 +58,10 @@ impl IntoResponse for ApiError {
         let (status, code) = match &self {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
+            ApiError::MissingToken(_) | ApiError::Unauthorized(_) => {
+                (StatusCode::UNAUTHORIZED, "Unauthorized")
+            }
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
             ApiError::PreconditionFailed(_) => {
                 (StatusCode::PRECONDITION_FAILED, "PreconditionFailed")
@@ -67,6 +80,41 @@ impl IntoResponse for ApiError {
             ApiError::Invalid { details, .. } => error["details"] = details.clone().into(),
             _ => {}
         }
-        (status, Json(serde_json::json!({ "error": error }))).into_response()
+        let mut response = (status, Json(serde_json::json!({ "error": error }))).into_response();
+        if let Some(challenge) = self.challenge() {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        response
     }
+}
+
+impl ApiError {
+    /// The `WWW-Authenticate` header of a 401 (RFC 6750 §3).
+    fn challenge(&self) -> Option<HeaderValue> {
+        let value = match self {
+            ApiError::MissingToken(_) => r#"Bearer realm="beast""#.to_string(),
+            ApiError::Unauthorized(m) => format!(
+                r#"Bearer realm="beast", error="invalid_token", error_description="{}""#,
+                quoted_text(m)
+            ),
+            _ => return None,
+        };
+        Some(HeaderValue::from_str(&value).unwrap_or_else(|_| {
+            HeaderValue::from_static(r#"Bearer realm="beast", error="invalid_token""#)
+        }))
+    }
+}
+
+/// `text` fit for a quoted-string: printable ASCII without `"` or `\`.
+fn quoted_text(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            c if c.is_ascii_graphic() || c == ' ' => c,
+            _ => '?',
+        })
+        .collect()
 }

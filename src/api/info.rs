@@ -8,6 +8,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use super::{ApiError, AppState};
+use crate::auth::RequireViewer;
 use crate::desired::Entry;
 
 pub fn routes() -> Router<AppState> {
@@ -76,7 +77,7 @@ fn info(state: &AppState, entry: &Entry) -> Option<Info> {
     })
 }
 
-async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
+async fn list(_: RequireViewer, State(state): State<AppState>) -> Json<serde_json::Value> {
     let items: Vec<Info> = state
         .store
         .snapshot()
@@ -87,6 +88,7 @@ async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn one(
+    _: RequireViewer,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Info>, ApiError> {

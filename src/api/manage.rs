@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::{ApiError, AppState};
+use crate::auth::RequireAuthor;
 use crate::desired::Entry;
 use crate::manifest::{self, raw, DocOutcome};
 use crate::model::{Challenge, ImageSource};
@@ -47,12 +48,13 @@ fn with_etag(status: StatusCode, manifest: raw::Manifest, version: u64) -> Respo
     response
 }
 
-async fn list(State(state): State<AppState>) -> Json<Items> {
+async fn list(_: RequireAuthor, State(state): State<AppState>) -> Json<Items> {
     let items = state.store.snapshot().iter().filter_map(served).collect();
     Json(Items { items })
 }
 
 async fn one(
+    _: RequireAuthor,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -63,7 +65,11 @@ async fn one(
     Ok(with_etag(StatusCode::OK, manifest, entry.resource_version))
 }
 
-async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn create(
+    _: RequireAuthor,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let (challenge, manifest) = parse_body(&state.api_dir, &body)?;
     let name = challenge.name.clone();
     refuse_dir_owned(&state, &name)?;
@@ -86,6 +92,7 @@ async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, 
 }
 
 async fn put(
+    _: RequireAuthor,
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
@@ -116,6 +123,7 @@ async fn put(
 }
 
 async fn purge(
+    _: RequireAuthor,
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
@@ -139,6 +147,7 @@ async fn purge(
 }
 
 async fn action(
+    _: RequireAuthor,
     State(state): State<AppState>,
     Path((name, action)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {

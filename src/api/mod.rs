@@ -1,8 +1,10 @@
 //! The HTTP API: `fn router(state) -> Router`, handlers grouped by namespace in small files.
 //!
-//! Today: `/healthz`, `/readyz` and the read-only status namespace. Handlers only read shared
-//! state (desired store, status board, readiness); they never talk to the engine.
+//! Today: `/healthz`, `/readyz` (open), the auth namespace and the read-only status namespace
+//! (viewer). Handlers only read shared state (desired store, status board, readiness, auth keys);
+//! they never talk to the engine. Routes are guarded by the extractors of [`crate::auth`].
 
+mod auth;
 mod error;
 mod info;
 mod manage;
@@ -14,12 +16,14 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
+use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 
 pub use error::ApiError;
 
+use crate::auth::Auth;
 use crate::desired::DesiredStore;
 use crate::reconcile::Readiness;
 use crate::source::api_store::ApiStore;
@@ -74,6 +78,37 @@ pub struct AppState {
     pub control: Arc<dyn Control>,
     /// The folder API manifests are validated against (they may not use paths).
     pub api_dir: PathBuf,
+    /// Token keys, or disabled (`--no-auth`).
+    pub auth: Auth,
+}
+
+impl FromRef<AppState> for Auth {
+    fn from_ref(state: &AppState) -> Auth {
+        state.auth.clone()
+    }
+}
+
+#[cfg(test)]
+impl AppState {
+    /// A state with empty stores in a fresh temporary folder and no operator behind it, for
+    /// router tests.
+    pub fn for_tests(auth: Auth) -> AppState {
+        let dir = tempfile::tempdir()
+            .map(|d| d.keep())
+            .unwrap_or_else(|_| std::env::temp_dir().join("beast-test-state"));
+        let api_store = ApiStore::open(&dir.join("store"))
+            .unwrap_or_else(|e| panic!("test API store in {}: {e}", dir.display()));
+        AppState {
+            store: DesiredStore::new(),
+            status: StatusBoard::new(),
+            readiness: Arc::new(Readiness::default()),
+            tasks: TaskBoard::new(),
+            api_store,
+            control: Arc::new(NoControl),
+            api_dir: dir,
+            auth,
+        }
+    }
 }
 
 /// The whole API.
@@ -81,6 +116,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(auth::routes())
         .merge(status::routes())
         .merge(manage::routes())
         .merge(info::routes())

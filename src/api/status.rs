@@ -1,4 +1,4 @@
-//! The status namespace: `GET /api/v1/status/challenges[/{name}]` (SPEC §6).
+//! The status namespace: `GET /api/v1/status/challenges[/{name}]` (SPEC §6), for viewers.
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::{ApiError, AppState};
+use crate::auth::RequireViewer;
 use crate::status::{view, ChallengeStatus};
 use crate::tasks::Task;
 
@@ -21,6 +22,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn task(
+    _: RequireViewer,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Task>, ApiError> {
@@ -40,6 +42,7 @@ struct LogsQuery {
 
 /// Container output as text; `follow=true` keeps the response open and streams new output.
 async fn logs(
+    _: RequireViewer,
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<LogsQuery>,
@@ -73,6 +76,7 @@ struct Items {
 }
 
 async fn list(
+    _: RequireViewer,
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Items>, ApiError> {
@@ -96,6 +100,7 @@ async fn list(
 }
 
 async fn one(
+    _: RequireViewer,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ChallengeStatus>, ApiError> {

@@ -17,6 +17,21 @@ use serde_json::Value;
 
 pub const BUSYBOX: &str = "beast-examples/busybox:1";
 
+/// The JWT secret every test operator runs with (`BEAST_JWT_SECRET`).
+pub const TEST_SECRET: &str = "beast-integration-tests-secret-0123456789";
+
+/// An admin token for [`TEST_SECRET`], as `beast token --role admin` would mint it.
+pub fn admin_token() -> String {
+    let keys = beast::auth::Keys::new(TEST_SECRET.as_bytes()).unwrap();
+    beast::auth::mint(
+        &keys,
+        beast::auth::Role::Admin,
+        "tests",
+        Duration::from_secs(6 * 3600),
+    )
+    .unwrap()
+}
+
 /// Builds the images once per test run (the project's own script; nothing is pulled).
 pub fn images() {
     static BUILT: OnceLock<()> = OnceLock::new();
@@ -81,6 +96,8 @@ pub struct Env {
     pub ports: u16,
     pub beast: Option<Child>,
     pub extra_cleanup: Vec<String>,
+    /// Sent as `Authorization: Bearer` by [`Env::get_status`].
+    pub token: String,
 }
 
 impl Env {
@@ -102,6 +119,7 @@ impl Env {
             beast: None,
             dir,
             extra_cleanup: Vec::new(),
+            token: admin_token(),
         }
     }
 
@@ -163,6 +181,7 @@ impl Env {
                 "4",
             ])
             .args(extra)
+            .env("BEAST_JWT_SECRET", TEST_SECRET)
             .envs(vars.iter().copied())
             .env("BEAST_LOG", "beast=debug,info")
             .stdout(Stdio::null())
@@ -202,8 +221,20 @@ impl Env {
 
     pub fn get_status(&self, path: &str) -> Option<(u16, Value)> {
         let url = format!("{}{}", self.api, path);
+        let auth = format!("Authorization: Bearer {}", self.token);
         let out = Command::new("curl")
-            .args(["-s", "-m", "5", "-o", "-", "-w", "\n%{http_code}", &url])
+            .args([
+                "-s",
+                "-m",
+                "5",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                "-H",
+                &auth,
+                &url,
+            ])
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout).to_string();

@@ -1,4 +1,4 @@
-//! The command line without an operator: validate, plan.
+//! The command line without an operator: validate, plan, token, and the refusals of `run`.
 
 use std::process::Command;
 
@@ -83,4 +83,117 @@ fn plan_shows_what_would_change_and_why() {
     assert!(out.contains("- remove"), "{out}");
     // A dry run changes nothing.
     assert_eq!(env.containers().len(), 2);
+}
+
+/// Runs beast with `vars` set and every `BEAST_*` auth variable of the caller's environment cleared.
+fn beast_env(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_beast"))
+        .args(args)
+        .env_remove("BEAST_JWT_SECRET")
+        .env_remove("BEAST_JWT_SECRET_FILE")
+        .env_remove("BEAST_NO_AUTH")
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn token_prints_only_a_token_that_verifies() {
+    let (code, out, err) = beast_env(
+        &["token", "--role", "author", "--ttl", "10m"],
+        &[("BEAST_JWT_SECRET", TEST_SECRET)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let keys = beast::auth::Keys::new(TEST_SECRET.as_bytes()).unwrap();
+    let claims = beast::auth::verify(&keys, out.trim()).unwrap();
+    assert_eq!(claims.role, beast::auth::Role::Author);
+    assert_eq!(claims.sub, "author");
+    assert_eq!(claims.exp - claims.iat, 600);
+}
+
+#[test]
+fn token_reads_a_secret_file_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, format!("{TEST_SECRET}\n")).unwrap();
+    let file = file.to_str().unwrap();
+    let (code, out, err) = beast_env(
+        &[
+            "token",
+            "--role",
+            "viewer",
+            "--subject",
+            "ci",
+            "--jwt-secret-file",
+            file,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let keys = beast::auth::Keys::new(TEST_SECRET.as_bytes()).unwrap();
+    assert_eq!(beast::auth::verify(&keys, out.trim()).unwrap().sub, "ci");
+
+    let (code, _, err) = beast_env(
+        &["token", "--role", "root"],
+        &[("BEAST_JWT_SECRET", TEST_SECRET)],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("viewer, author or admin"), "{err}");
+    let (code, out, err) = beast_env(
+        &["token", "--role", "admin"],
+        &[("BEAST_JWT_SECRET", "short")],
+    );
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(err.contains("at least 32"), "{err}");
+    assert!(!err.contains("short\""), "the secret leaked: {err}");
+}
+
+#[test]
+fn run_refuses_to_start_without_a_usable_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let run = ["run", "--state-dir", state, "--listen", "127.0.0.1:0"];
+    let (code, _, err) = beast_env(&run, &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("BEAST_JWT_SECRET") && err.contains("--no-auth"),
+        "{err}"
+    );
+    let (code, _, err) = beast_env(&run, &[("BEAST_JWT_SECRET", "0123456789")]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("10 bytes") && err.contains("at least 32"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_refuses_no_auth_on_a_public_address_without_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let run = [
+        "run",
+        "--state-dir",
+        state,
+        "--listen",
+        "0.0.0.0:0",
+        "--no-auth",
+    ];
+    let (code, _, err) = beast_env(&run, &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--insecure"), "{err}");
+}
+
+#[test]
+fn help_does_not_show_the_secret() {
+    let (code, out, _) = beast_env(&["run", "--help"], &[("BEAST_JWT_SECRET", TEST_SECRET)]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--jwt-secret"), "{out}");
+    assert!(!out.contains(TEST_SECRET), "{out}");
 }
