@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use beast::cli::{Cli, Command, LogFormat, PlanArgs, RunArgs, SourceArgs};
+use beast::client::{self, Action};
 use beast::containers::Defaults;
 use beast::desired::DesiredStore;
 use beast::operator::{self, RunConfig};
@@ -29,6 +30,14 @@ fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Validate { paths } => validate(&paths),
             Command::Plan(args) => plan(args).await,
+            Command::Apply(args) => Ok(client::apply(args).await),
+            Command::Get(args) => Ok(client::get(args).await),
+            Command::Describe(args) => Ok(client::describe(args).await),
+            Command::Delete(args) => Ok(client::action(Action::Delete, args).await),
+            Command::Deploy(args) => Ok(client::action(Action::Deploy, args).await),
+            Command::Undeploy(args) => Ok(client::action(Action::Undeploy, args).await),
+            Command::Redeploy(args) => Ok(client::action(Action::Redeploy, args).await),
+            Command::Logs(args) => Ok(client::logs(args).await),
         }
     });
     match result {
