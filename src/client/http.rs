@@ -13,6 +13,8 @@ use super::ClientError;
 
 /// How long a request (other than a log stream) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How a message starts when the error body was not beast's (it names the status itself).
+pub const FOREIGN: &str = "the server answered ";
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -152,9 +154,9 @@ async fn error_from(response: Response) -> ClientError {
         Err(_) => {
             let line = first_line(&text);
             let message = if line.is_empty() {
-                format!("the server answered {status}")
+                format!("{FOREIGN}{status}")
             } else {
-                format!("the server answered {status}: {line}")
+                format!("{FOREIGN}{status}: {line}")
             };
             (String::new(), message, Vec::new())
         }

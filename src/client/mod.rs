@@ -80,7 +80,7 @@ impl ClientError {
 
 /// `message (422 Invalid)` and then every detail the message does not already say, one a line.
 fn api_text(status: u16, code: &str, message: &str, details: &[String]) -> String {
-    let mut text = if message.contains(&status.to_string()) {
+    let mut text = if message.starts_with(http::FOREIGN) {
         message.to_string()
     } else {
         format!("{message} ({status} {code})")

@@ -130,6 +130,8 @@ async fn list_status(
 async fn one_status(Path(name): Path<String>) -> Response {
     if name == "echo-tcp" {
         Json(sample_status()).into_response()
+    } else if name == "proxied" {
+        (StatusCode::BAD_GATEWAY, "<html>bad gateway</html>\n").into_response()
     } else {
         error(
             StatusCode::NOT_FOUND,
@@ -517,4 +519,34 @@ async fn a_401_hints_at_the_token() {
     )
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn a_foreign_error_body_is_shown_as_it_came() {
+    let (client, _) = client(None).await;
+    let err = verbs::get(
+        &client,
+        Some("proxied"),
+        None,
+        OutputFormat::Table,
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the server answered 502 Bad Gateway: <html>bad gateway</html>"
+    );
+    assert_eq!(err.exit_code(), EXIT_FAILED);
+    let mut out = Vec::new();
+    verbs::get(
+        &client,
+        Some("echo-tcp"),
+        None,
+        OutputFormat::Table,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert_eq!(text(out).lines().count(), 2, "a header and one row");
 }
