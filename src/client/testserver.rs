@@ -13,6 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::render::tests::sample_status;
@@ -180,8 +181,16 @@ async fn get_task(State(fake): State<Fake>, Path(id): Path<String>) -> Json<Valu
     Json(task(&id, name, "deploy", state.0, state.1))
 }
 
-async fn logs(Path(name): Path<String>, Query(q): Query<BTreeMap<String, String>>) -> String {
-    format!("{name} {q:?}\nline 2\n")
+/// Echoes the query; with `follow=true`, a chunked stream that trickles three lines and ends.
+async fn logs(Path(name): Path<String>, Query(q): Query<BTreeMap<String, String>>) -> Response {
+    if q.get("follow").map(String::as_str) == Some("true") {
+        let chunks = futures::stream::iter(1..=3).then(|i| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok::<_, std::io::Error>(format!("tick {i}\n"))
+        });
+        return axum::body::Body::from_stream(chunks).into_response();
+    }
+    format!("{name} {q:?}\nline 2\n").into_response()
 }
 
 /// Serves the fake API on 127.0.0.1:0; returns a client for it and what it saw.
@@ -484,6 +493,15 @@ async fn logs_pass_the_query_and_stream_the_body() {
         text(out),
         "echo-tcp {\"follow\": \"false\", \"replica\": \"2\", \"tail\": \"5\"}\nline 2\n"
     );
+    let mut out = Vec::new();
+    let follow = LogsQuery {
+        follow: true,
+        ..query
+    };
+    verbs::logs(&client, "echo-tcp", &follow, &mut out)
+        .await
+        .unwrap();
+    assert_eq!(text(out), "tick 1\ntick 2\ntick 3\n");
 }
 
 #[tokio::test]

@@ -97,6 +97,9 @@ pub fn local_documents(path: &Path) -> (Vec<LocalDoc>, Vec<String>) {
         docs.append(&mut d);
         errors.append(&mut e);
     }
+    if docs.is_empty() && errors.is_empty() {
+        errors.push(format!("{}: no challenge documents", path.display()));
+    }
     (docs, errors)
 }
 
@@ -499,5 +502,13 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         let (_, errors) = local_documents(dir.path().join("empty").as_path());
         assert_eq!(errors.len(), 1, "{errors:?}");
+        let blank = dir.path().join("blank.yaml");
+        std::fs::write(&blank, "# nothing\n---\n").unwrap_or_else(|e| panic!("{e}"));
+        let (docs, errors) = local_documents(&blank);
+        assert!(docs.is_empty());
+        assert!(
+            errors[0].ends_with("blank.yaml: no challenge documents"),
+            "{errors:?}"
+        );
     }
 }
