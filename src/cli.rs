@@ -42,6 +42,119 @@ pub enum Command {
     },
     /// Mint an API token with the configured secret; prints only the token.
     Token(TokenArgs),
+    /// Create or replace challenges from a manifest file or directory (client).
+    #[command(after_long_help = CLIENT_HELP)]
+    Apply(ApplyArgs),
+    /// List challenges with their status, or show one (client).
+    #[command(after_long_help = CLIENT_HELP)]
+    Get(GetArgs),
+    /// Show a challenge in detail: conditions, containers, last termination, events (client).
+    #[command(after_long_help = CLIENT_HELP)]
+    Describe(NameArgs),
+    /// Remove a challenge and its containers (client).
+    #[command(after_long_help = CLIENT_HELP)]
+    Delete(ActionArgs),
+    /// Deploy a challenge (client).
+    #[command(after_long_help = CLIENT_HELP)]
+    Deploy(ActionArgs),
+    /// Stop running a challenge, keeping it known; persisted (client).
+    #[command(after_long_help = CLIENT_HELP)]
+    Undeploy(ActionArgs),
+    /// Recreate a challenge's containers even if nothing changed (client).
+    #[command(after_long_help = CLIENT_HELP)]
+    Redeploy(ActionArgs),
+    /// Print a challenge's container logs (client).
+    #[command(after_long_help = CLIENT_HELP)]
+    Logs(LogsArgs),
+}
+
+/// Shown under `--help` of every client verb.
+const CLIENT_HELP: &str = "\
+Exit codes: 0 ok; 1 the server refused the request, a manifest is invalid or a task failed;
+2 usage error; 3 the server cannot be reached.";
+
+/// How a client verb prints what the server answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable tables.
+    Table,
+    /// The server's JSON, pretty-printed.
+    Json,
+    /// The server's JSON as YAML.
+    Yaml,
+}
+
+/// Where the API server is and how to talk to it: shared by every client verb.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// URL of the beast API server.
+    #[arg(long, env = "BEAST_SERVER", default_value = "http://127.0.0.1:5005")]
+    pub server: String,
+    /// Bearer token (a JWT from `beast token`).
+    #[arg(long, env = "BEAST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// A manifest file or a directory of them (recursive; repeatable).
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// One challenge; all when omitted.
+    pub name: Option<String>,
+    /// Only challenges whose labels match, e.g. `category=web,level=easy`.
+    #[arg(short = 'l', long = "selector")]
+    pub selector: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct NameArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The challenge.
+    pub name: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ActionArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The challenge.
+    pub name: String,
+    /// Return once the task is queued instead of waiting for it to finish.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the task to finish.
+    #[arg(long, default_value = "60s")]
+    pub timeout: humantime::Duration,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The challenge.
+    pub name: String,
+    /// Keep streaming new lines until interrupted.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Lines to show from the end of the log.
+    #[arg(long, default_value_t = 100)]
+    pub tail: u64,
+    /// Which replica (1-based); the server's default when omitted.
+    #[arg(long)]
+    pub replica: Option<u32>,
 }
 
 /// Log output format.

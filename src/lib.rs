@@ -2,12 +2,13 @@
 //!
 //! Data flows one way: sources ([`source`]) → [`desired`] store → [`queue`] → [`reconcile`]
 //! (which asks the pure [`plan`]ner) → [`runtime`]; the outcome lands in [`status`], which the
-//! [`api`] serves. See `docs/architecture.md`.
+//! [`api`] serves. See `docs/architecture.md`. [`client`] holds the command line's API client verbs.
 
 pub mod api;
 pub mod auth;
 pub mod backoff;
 pub mod cli;
+pub mod client;
 pub mod containers;
 pub mod control;
 pub mod desired;

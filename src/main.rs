@@ -8,6 +8,7 @@ use clap::Parser;
 
 use beast::auth::{self, Auth, Keys};
 use beast::cli::{Cli, Command, LogFormat, PlanArgs, RunArgs, SecretArgs, SourceArgs, TokenArgs};
+use beast::client::{self, Action};
 use beast::containers::Defaults;
 use beast::desired::DesiredStore;
 use beast::operator::{self, RunConfig};
@@ -36,6 +37,14 @@ fn main() -> ExitCode {
             Command::Plan(args) => plan(args).await,
             Command::Import { path, dry_run } => Ok(import(&path, dry_run)),
             Command::Token(args) => token(args),
+            Command::Apply(args) => Ok(client::apply(args).await),
+            Command::Get(args) => Ok(client::get(args).await),
+            Command::Describe(args) => Ok(client::describe(args).await),
+            Command::Delete(args) => Ok(client::action(Action::Delete, args).await),
+            Command::Deploy(args) => Ok(client::action(Action::Deploy, args).await),
+            Command::Undeploy(args) => Ok(client::action(Action::Undeploy, args).await),
+            Command::Redeploy(args) => Ok(client::action(Action::Redeploy, args).await),
+            Command::Logs(args) => Ok(client::logs(args).await),
         }
     });
     match result {
