@@ -13,6 +13,7 @@ pub mod dryrun;
 pub mod events;
 pub mod manifest;
 pub mod model;
+pub mod notify;
 pub mod operator;
 pub mod plan;
 pub mod ports;
