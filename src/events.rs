@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::{watch, Notify};
 
+use crate::notify::{Kind, Notifier};
 use crate::queue::WorkQueue;
 use crate::reconcile::Reconciler;
 use crate::runtime::{EngineEvent, Runtime};
@@ -27,6 +28,7 @@ const TRIGGERS: &[&str] = &[
 pub async fn follow<R: Runtime>(
     reconciler: Arc<Reconciler<R>>,
     queue: WorkQueue<String>,
+    notifier: Notifier,
     resync_now: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -43,7 +45,7 @@ pub async fn follow<R: Runtime>(
                     Some(Ok(event)) => {
                         got_any = true;
                         backoff = Duration::from_millis(250);
-                        handle(&reconciler, &queue, event);
+                        handle(&reconciler, &queue, &notifier, event);
                     }
                     Some(Err(err)) => {
                         tracing::debug!(error = %err, "engine event stream broke; reconnecting");
@@ -66,6 +68,7 @@ pub async fn follow<R: Runtime>(
 fn handle<R: Runtime>(
     reconciler: &Arc<Reconciler<R>>,
     queue: &WorkQueue<String>,
+    notifier: &Notifier,
     event: EngineEvent,
 ) {
     let Some(challenge) = event.challenge.clone() else {
@@ -79,7 +82,7 @@ fn handle<R: Runtime>(
     tracing::debug!(%challenge, action, container = %event.name, expected, "engine event");
     if !expected && reconciler.store.get(&challenge).is_some() {
         match action {
-            "die" => on_exit(reconciler, &challenge, &event),
+            "die" => on_exit(reconciler, notifier, &challenge, &event),
             "oom" => reconciler.status.update(&challenge, |s| {
                 s.event(
                     true,
@@ -121,9 +124,24 @@ fn handle<R: Runtime>(
 }
 
 /// An exit beast did not cause: count it, and read back why it ended and what it last said.
-fn on_exit<R: Runtime>(reconciler: &Arc<Reconciler<R>>, challenge: &str, event: &EngineEvent) {
+fn on_exit<R: Runtime>(
+    reconciler: &Arc<Reconciler<R>>,
+    notifier: &Notifier,
+    challenge: &str,
+    event: &EngineEvent,
+) {
     let code = event.exit_code.unwrap_or(-1);
     reconciler.count_heal_needed();
+    notifier.publish(
+        Kind::Heal,
+        challenge,
+        format!("{} exited with code {code}; recreating", event.name),
+        serde_json::json!({
+            "container": event.name,
+            "exitCode": code,
+            "reason": reason(code, false),
+        }),
+    );
     reconciler.status.update(challenge, |s| {
         s.record_exit(event.time);
         s.event(

@@ -1,9 +1,11 @@
 //! The HTTP API: `fn router(state) -> Router`, handlers grouped by namespace in small files.
 //!
-//! Today: `/healthz`, `/readyz` and the read-only status namespace. Handlers only read shared
-//! state (desired store, status board, readiness); they never talk to the engine.
+//! Today: `/healthz`, `/readyz`, the read-only status namespace and the notification namespace
+//! (event feed, webhook subscriptions). Handlers only read shared state (desired store, status
+//! board, readiness, notifier); they never talk to the engine.
 
 mod error;
+mod notification;
 mod status;
 
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use axum::{Json, Router};
 pub use error::ApiError;
 
 use crate::desired::DesiredStore;
+use crate::notify::{Notifier, Webhooks};
 use crate::reconcile::Readiness;
 use crate::status::StatusBoard;
 
@@ -24,6 +27,10 @@ pub struct AppState {
     pub store: DesiredStore,
     pub status: StatusBoard,
     pub readiness: Arc<Readiness>,
+    /// Feeds `GET /api/v1/notification/events`.
+    pub notifier: Notifier,
+    /// Webhook subscriptions (the same registry the notifier offers to).
+    pub webhooks: Webhooks,
 }
 
 /// The whole API.
@@ -32,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(status::routes())
+        .merge(notification::routes())
         .fallback(not_found)
         .with_state(state)
 }
