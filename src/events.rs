@@ -190,3 +190,62 @@ fn reason(code: i64, oom: bool) -> &'static str {
         _ => "Error",
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::containers::Defaults;
+    use crate::desired::DesiredStore;
+    use crate::notify::NotifierConfig;
+    use crate::ports::{PortAllocator, PortRange};
+    use crate::queue::Backoff;
+    use crate::reconcile::Settings;
+    use crate::runtime::fake::FakeRuntime;
+    use crate::status::StatusBoard;
+
+    #[tokio::test]
+    async fn an_unexpected_exit_is_published_as_a_heal_notification() {
+        let store = DesiredStore::new();
+        let snapshot = crate::source::dir::scan(Path::new("examples")).unwrap();
+        store.apply_dir(0, snapshot);
+        let reconciler = Reconciler::new(
+            Arc::new(FakeRuntime::new()),
+            store,
+            StatusBoard::new(),
+            Settings {
+                instance: "notify-test".into(),
+                defaults: Defaults::default(),
+                stop_grace: Duration::from_secs(1),
+            },
+            PortAllocator::in_memory(PortRange {
+                lo: 40000,
+                hi: 40100,
+            }),
+        );
+        let notifier = Notifier::new(NotifierConfig::default(), None);
+        let event = EngineEvent {
+            action: "die".into(),
+            container_id: "c1".into(),
+            name: "beast_echo-tcp_1".into(),
+            challenge: Some("echo-tcp".into()),
+            replica: Some(1),
+            exit_code: Some(137),
+            time: 0,
+        };
+        handle(
+            &reconciler,
+            &WorkQueue::new(Backoff::default()),
+            &notifier,
+            event,
+        );
+        let got = notifier.since(0).items;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].kind, Kind::Heal);
+        assert_eq!(got[0].challenge, "echo-tcp");
+        assert_eq!(got[0].data["exitCode"], 137);
+        assert!(got[0].message.contains("exited with code 137"));
+    }
+}
