@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::{watch, Notify};
 
+use crate::notify::{Kind, Notifier};
 use crate::queue::WorkQueue;
 use crate::reconcile::Reconciler;
 use crate::runtime::{EngineEvent, Runtime};
@@ -27,6 +28,7 @@ const TRIGGERS: &[&str] = &[
 pub async fn follow<R: Runtime>(
     reconciler: Arc<Reconciler<R>>,
     queue: WorkQueue<String>,
+    notifier: Notifier,
     resync_now: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -43,7 +45,7 @@ pub async fn follow<R: Runtime>(
                     Some(Ok(event)) => {
                         got_any = true;
                         backoff = Duration::from_millis(250);
-                        handle(&reconciler, &queue, event);
+                        handle(&reconciler, &queue, &notifier, event);
                     }
                     Some(Err(err)) => {
                         tracing::debug!(error = %err, "engine event stream broke; reconnecting");
@@ -66,6 +68,7 @@ pub async fn follow<R: Runtime>(
 fn handle<R: Runtime>(
     reconciler: &Arc<Reconciler<R>>,
     queue: &WorkQueue<String>,
+    notifier: &Notifier,
     event: EngineEvent,
 ) {
     let Some(challenge) = event.challenge.clone() else {
@@ -79,7 +82,7 @@ fn handle<R: Runtime>(
     tracing::debug!(%challenge, action, container = %event.name, expected, "engine event");
     if !expected && reconciler.store.get(&challenge).is_some() {
         match action {
-            "die" => on_exit(reconciler, &challenge, &event),
+            "die" => on_exit(reconciler, notifier, &challenge, &event),
             "oom" => reconciler.status.update(&challenge, |s| {
                 s.event(
                     true,
@@ -121,9 +124,24 @@ fn handle<R: Runtime>(
 }
 
 /// An exit beast did not cause: count it, and read back why it ended and what it last said.
-fn on_exit<R: Runtime>(reconciler: &Arc<Reconciler<R>>, challenge: &str, event: &EngineEvent) {
+fn on_exit<R: Runtime>(
+    reconciler: &Arc<Reconciler<R>>,
+    notifier: &Notifier,
+    challenge: &str,
+    event: &EngineEvent,
+) {
     let code = event.exit_code.unwrap_or(-1);
     reconciler.count_heal_needed();
+    notifier.publish(
+        Kind::Heal,
+        challenge,
+        format!("{} exited with code {code}; recreating", event.name),
+        serde_json::json!({
+            "container": event.name,
+            "exitCode": code,
+            "reason": reason(code, false),
+        }),
+    );
     reconciler.status.update(challenge, |s| {
         s.record_exit(event.time);
         s.event(
@@ -170,5 +188,64 @@ fn reason(code: i64, oom: bool) -> &'static str {
         (0, _) => "Completed",
         (137, _) => "Killed",
         _ => "Error",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::containers::Defaults;
+    use crate::desired::DesiredStore;
+    use crate::notify::NotifierConfig;
+    use crate::ports::{PortAllocator, PortRange};
+    use crate::queue::Backoff;
+    use crate::reconcile::Settings;
+    use crate::runtime::fake::FakeRuntime;
+    use crate::status::StatusBoard;
+
+    #[tokio::test]
+    async fn an_unexpected_exit_is_published_as_a_heal_notification() {
+        let store = DesiredStore::new();
+        let snapshot = crate::source::dir::scan(Path::new("examples")).unwrap();
+        store.apply_dir(0, snapshot);
+        let reconciler = Reconciler::new(
+            Arc::new(FakeRuntime::new()),
+            store,
+            StatusBoard::new(),
+            Settings {
+                instance: "notify-test".into(),
+                defaults: Defaults::default(),
+                stop_grace: Duration::from_secs(1),
+            },
+            PortAllocator::in_memory(PortRange {
+                lo: 40000,
+                hi: 40100,
+            }),
+        );
+        let notifier = Notifier::new(NotifierConfig::default(), None);
+        let event = EngineEvent {
+            action: "die".into(),
+            container_id: "c1".into(),
+            name: "beast_echo-tcp_1".into(),
+            challenge: Some("echo-tcp".into()),
+            replica: Some(1),
+            exit_code: Some(137),
+            time: 0,
+        };
+        handle(
+            &reconciler,
+            &WorkQueue::new(Backoff::default()),
+            &notifier,
+            event,
+        );
+        let got = notifier.since(0).items;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].kind, Kind::Heal);
+        assert_eq!(got[0].challenge, "echo-tcp");
+        assert_eq!(got[0].data["exitCode"], 137);
+        assert!(got[0].message.contains("exited with code 137"));
     }
 }

@@ -17,6 +17,7 @@ pub mod events;
 pub mod import;
 pub mod manifest;
 pub mod model;
+pub mod notify;
 pub mod operator;
 pub mod plan;
 pub mod ports;

@@ -21,6 +21,7 @@ use crate::control::OperatorControl;
 use crate::desired::{DesiredStore, Source};
 use crate::events;
 use crate::manifest::validate;
+use crate::notify::{Delivery, Notifier, NotifierConfig, NotifyError, Webhooks};
 use crate::ports::{PortAllocator, PortError, PortRange};
 use crate::queue::{spawn_workers, Backoff, Outcome, WorkQueue};
 use crate::reconcile::{Reconciler, Settings};
@@ -42,6 +43,8 @@ pub enum OperatorError {
     Ports(#[from] PortError),
     #[error("API store: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -108,6 +111,8 @@ pub async fn run<R: Runtime>(
         ports,
     );
     let readiness = reconciler.readiness.clone();
+    let webhooks = Webhooks::open(&config.state_dir, Delivery::default())?;
+    let notifier = Notifier::new(NotifierConfig::default(), Some(webhooks.clone()));
 
     // Bind first: a port clash must fail the start, not a background task.
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -134,6 +139,7 @@ pub async fn run<R: Runtime>(
     tokio::spawn(events::follow(
         reconciler.clone(),
         queue.clone(),
+        notifier.clone(),
         resync_now.clone(),
         stop_rx.clone(),
     ));
@@ -303,10 +309,14 @@ pub async fn run<R: Runtime>(
         control,
         api_dir: api_dir.clone(),
         auth: config.auth.clone(),
+        notifier: notifier.clone(),
+        webhooks,
     });
     let mut stop = stop_rx.clone();
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stop.changed().await;
+        // Event streams never end on their own; without this the server would wait for them.
+        notifier.shutdown();
     });
     let served = serve.await;
     tracing::info!("shutting down: finishing in-flight work, leaving containers running");

@@ -1,13 +1,15 @@
 //! The HTTP API: `fn router(state) -> Router`, handlers grouped by namespace in small files.
 //!
-//! Today: `/healthz`, `/readyz` (open), the auth namespace and the read-only status namespace
-//! (viewer). Handlers only read shared state (desired store, status board, readiness, auth keys);
-//! they never talk to the engine. Routes are guarded by the extractors of [`crate::auth`].
+//! Namespaces: auth, manage (author), status and info (viewer), notification (viewer / admin),
+//! plus `/healthz` and `/readyz` (open). Handlers read shared state and act through the
+//! [`Control`] seam; they never talk to the engine. Routes are guarded by the extractors of
+//! [`crate::auth`].
 
 mod auth;
 mod error;
 mod info;
 mod manage;
+mod notification;
 mod status;
 
 use std::path::PathBuf;
@@ -25,6 +27,9 @@ pub use error::ApiError;
 
 use crate::auth::Auth;
 use crate::desired::DesiredStore;
+#[cfg(test)]
+use crate::notify::{Delivery, NotifierConfig};
+use crate::notify::{Notifier, Webhooks};
 use crate::reconcile::Readiness;
 use crate::source::api_store::ApiStore;
 use crate::status::StatusBoard;
@@ -80,6 +85,10 @@ pub struct AppState {
     pub api_dir: PathBuf,
     /// Token keys, or disabled (`--no-auth`).
     pub auth: Auth,
+    /// Feeds `GET /api/v1/notification/events`.
+    pub notifier: Notifier,
+    /// Webhook subscriptions (the same registry the notifier offers to).
+    pub webhooks: Webhooks,
 }
 
 impl FromRef<AppState> for Auth {
@@ -107,6 +116,9 @@ impl AppState {
             control: Arc::new(NoControl),
             api_dir: dir,
             auth,
+            notifier: Notifier::new(NotifierConfig::default(), None),
+            webhooks: Webhooks::in_memory(Delivery::default())
+                .unwrap_or_else(|e| panic!("test webhooks: {e}")),
         }
     }
 }
@@ -120,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         .merge(status::routes())
         .merge(manage::routes())
         .merge(info::routes())
+        .merge(notification::routes())
         .fallback(not_found)
         .with_state(state)
 }
