@@ -115,6 +115,20 @@ fn handle<R: Runtime>(
             _ => {}
         }
     }
+    if !expected && matches!(action, "oom" | "destroy" | "stop" | "pause") {
+        let what = match action {
+            "oom" => "ran out of memory",
+            "destroy" => "was removed outside beast; recreating",
+            "stop" => "was stopped outside beast; starting it again",
+            _ => "was paused outside beast; unpausing it",
+        };
+        notifier.publish(
+            Kind::Heal,
+            &challenge,
+            format!("{} {what}", event.name),
+            serde_json::json!({"container": event.name, "action": action}),
+        );
+    }
     if action == "destroy" {
         reconciler.forget_expected(&event.container_id);
     }

@@ -16,6 +16,7 @@ pub mod dryrun;
 pub mod events;
 pub mod import;
 pub mod manifest;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod operator;

@@ -21,7 +21,8 @@ use crate::control::OperatorControl;
 use crate::desired::{DesiredStore, Source};
 use crate::events;
 use crate::manifest::validate;
-use crate::notify::{Delivery, Notifier, NotifierConfig, NotifyError, Webhooks};
+use crate::metrics::{MetricsHandle, Sample};
+use crate::notify::{Delivery, Kind, Notifier, NotifierConfig, NotifyError, Webhooks};
 use crate::ports::{PortAllocator, PortError, PortRange};
 use crate::queue::{spawn_workers, Backoff, Outcome, WorkQueue};
 use crate::reconcile::{Reconciler, Settings};
@@ -134,6 +135,7 @@ pub async fn run<R: Runtime>(
 
     let queue: WorkQueue<String> = WorkQueue::new(Backoff::default());
     reconciler.attach_queue(queue.clone());
+    reconciler.attach_notifier(notifier.clone());
     // Asks the resync loop for a pass now (engine events reconnected, engine came back).
     let resync_now = Arc::new(Notify::new());
     tokio::spawn(events::follow(
@@ -145,7 +147,10 @@ pub async fn run<R: Runtime>(
     ));
     // Keys of the first pass not yet reconciled once; /readyz waits for them.
     let first_pass: Arc<Mutex<Option<HashSet<String>>>> = Arc::new(Mutex::new(None));
+    let metrics = MetricsHandle::new();
     let workers = {
+        let metrics = metrics.clone();
+        let notifier = notifier.clone();
         let tasks = tasks.clone();
         let reconciler = reconciler.clone();
         let first_pass = first_pass.clone();
@@ -155,13 +160,22 @@ pub async fn run<R: Runtime>(
             let first_pass = first_pass.clone();
             let readiness = readiness.clone();
             let tasks = tasks.clone();
+            let metrics = metrics.clone();
+            let notifier = notifier.clone();
             async move {
                 tasks.start(&name);
+                let started = tokio::time::Instant::now();
                 let result = reconciler.reconcile(&name).await;
-                tasks.finish(
+                metrics.observe_reconcile(started.elapsed());
+                let finished = tasks.finish(
                     &name,
                     &result.as_ref().map(|_| ()).map_err(ToString::to_string),
                 );
+                for task in finished {
+                    let message = format!("{} {}: {:?}", task.action, task.challenge, task.state);
+                    let data = serde_json::json!({"task": task});
+                    notifier.publish(Kind::Task, &name, message, data);
+                }
                 let mut pending = first_pass.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(set) = pending.as_mut() {
                     set.remove(&name);
@@ -300,7 +314,13 @@ pub async fn run<R: Runtime>(
         reconciler: reconciler.clone(),
         queue: queue.clone(),
     });
+    {
+        let reconciler = reconciler.clone();
+        let queue = queue.clone();
+        metrics.set_gauges(Box::new(move || gauges(&reconciler, &queue)));
+    }
     let app = api::router(AppState {
+        metrics: metrics.clone(),
         store: store.clone(),
         status: status.clone(),
         readiness: readiness.clone(),
@@ -322,6 +342,69 @@ pub async fn run<R: Runtime>(
     tracing::info!("shutting down: finishing in-flight work, leaving containers running");
     workers.shutdown().await;
     served.map_err(OperatorError::Serve)
+}
+
+/// Counters kept by the reconciler and the queue, for `/metrics`.
+fn gauges<R: Runtime>(reconciler: &Reconciler<R>, queue: &WorkQueue<String>) -> Vec<Sample> {
+    let c = &reconciler.counters;
+    let p = &reconciler.prober.counters;
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    vec![
+        Sample {
+            name: "reconciles",
+            help: "Reconciles of one challenge",
+            counter: true,
+            value: n(&c.reconciles),
+        },
+        Sample {
+            name: "reconcile_failures",
+            help: "Reconciles that failed",
+            counter: true,
+            value: n(&c.reconcile_failures),
+        },
+        Sample {
+            name: "damage",
+            help: "Container exits, removals and stops beast did not cause",
+            counter: true,
+            value: n(&c.damage),
+        },
+        Sample {
+            name: "heals",
+            help: "Corrective operations on converged challenges",
+            counter: true,
+            value: n(&c.heals),
+        },
+        Sample {
+            name: "probe_failures",
+            help: "Failed health probes",
+            counter: true,
+            value: n(&p.failures),
+        },
+        Sample {
+            name: "probe_restarts",
+            help: "Containers restarted after failing probes",
+            counter: true,
+            value: n(&p.restarts),
+        },
+        Sample {
+            name: "queue_depth",
+            help: "Challenges waiting in the work queue",
+            counter: false,
+            value: queue.len() as u64,
+        },
+        Sample {
+            name: "queue_in_flight",
+            help: "Challenges being reconciled",
+            counter: false,
+            value: queue.in_flight() as u64,
+        },
+        Sample {
+            name: "challenges",
+            help: "Challenges in the desired state",
+            counter: false,
+            value: reconciler.store.len() as u64,
+        },
+    ]
 }
 
 /// Puts the API store's challenges into the desired store (those no watched file claims);

@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::containers::{container_name, hash_of, replica_spec, Defaults, Image};
 use crate::desired::{DesiredStore, Entry};
 use crate::model::{Challenge, ImageSource, RunSpec};
+use crate::notify::{Kind, Notifier};
 use crate::plan::{plan_all, plan_challenge, Op, Want, Why};
 use crate::ports::{write_table, PortAllocator, PortError, PortKey};
 use crate::probe::{ProbeHost, Prober};
@@ -119,6 +120,7 @@ pub struct Reconciler<R: Runtime> {
     /// Containers beast itself is stopping, restarting or removing: their exits are no crash.
     expected: Mutex<HashSet<String>>,
     queue: Mutex<Option<WorkQueue<String>>>,
+    notifier: Mutex<Option<Notifier>>,
     me: Weak<Reconciler<R>>,
 }
 
@@ -150,6 +152,7 @@ impl<R: Runtime> Reconciler<R> {
             redeploy: Mutex::new(HashSet::new()),
             expected: Mutex::new(HashSet::new()),
             queue: Mutex::new(None),
+            notifier: Mutex::new(None),
             me: me.clone(),
         })
     }
@@ -157,6 +160,36 @@ impl<R: Runtime> Reconciler<R> {
     /// Lets probes and events ask for a reconcile.
     pub fn attach_queue(&self, queue: WorkQueue<String>) {
         *self.queue.lock().unwrap_or_else(|p| p.into_inner()) = Some(queue);
+    }
+
+    /// Lets the reconciler announce phase changes and heals.
+    pub fn attach_notifier(&self, notifier: Notifier) {
+        *self.notifier.lock().unwrap_or_else(|p| p.into_inner()) = Some(notifier);
+    }
+
+    fn publish(&self, kind: Kind, name: &str, message: String, data: serde_json::Value) {
+        if let Some(n) = self
+            .notifier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            n.publish(kind, name, message, data);
+        }
+    }
+
+    /// Announces a phase change of `name` since `before`.
+    fn announce_phase(&self, name: &str, before: Option<Phase>, generation: u64) {
+        let after = self.status.phase(name);
+        if let (Some(after), true) = (after, after != before) {
+            let message = match before {
+                Some(before) => format!("{before:?} → {after:?}"),
+                None => format!("{after:?}"),
+            };
+            let data =
+                serde_json::json!({"phase": after, "previous": before, "generation": generation});
+            self.publish(Kind::Status, name, message, data);
+        }
     }
 
     /// Asks the next reconcile of `name` to recreate its containers even if nothing changed.
@@ -314,6 +347,14 @@ impl<R: Runtime> Reconciler<R> {
                 self.counters.heals.fetch_add(1, Ordering::Relaxed);
             }
             if entry.is_some() {
+                if healing && result.is_ok() {
+                    self.publish(
+                        Kind::Heal,
+                        name,
+                        format!("{}: {}", op_reason(&op, healing), describe(&op)),
+                        serde_json::json!({"op": describe(&op)}),
+                    );
+                }
                 let (reason, warning) = match &result {
                     Ok(_) => (op_reason(&op, healing), false),
                     Err(_) => ("Failed", true),
@@ -628,6 +669,33 @@ impl<R: Runtime> Reconciler<R> {
                 .sync(&me, &entry.name, healthcheck.as_ref(), &serving);
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let before = self.status.phase(&entry.name);
+        self.record_status(
+            entry,
+            containers,
+            healthcheck.is_some(),
+            current,
+            wanted,
+            is_static,
+            clean,
+            now,
+        );
+        self.announce_phase(&entry.name, before, entry.generation);
+    }
+
+    /// The status part of [`Reconciler::record`].
+    #[allow(clippy::too_many_arguments)]
+    fn record_status(
+        &self,
+        entry: &Entry,
+        mut containers: Vec<ContainerStatus>,
+        probed: bool,
+        current: usize,
+        wanted: usize,
+        is_static: bool,
+        clean: bool,
+        now: i64,
+    ) {
         self.status.update(&entry.name, |s| {
             for c in containers.iter_mut() {
                 if let Some(h) = s.health.get(&c.id) {
@@ -635,7 +703,7 @@ impl<R: Runtime> Reconciler<R> {
                 }
             }
             let verdicts: Vec<&str> = containers.iter().map(|c| c.health.as_str()).collect();
-            let healthy = if healthcheck.is_none() {
+            let healthy = if !probed {
                 (Some(true), "NoHealthcheck", String::new())
             } else if verdicts.contains(&"unhealthy") {
                 (Some(false), "ProbeFailing", "a container fails its health probe".to_string())

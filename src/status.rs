@@ -194,6 +194,11 @@ impl StatusBoard {
         self.read().get(name).cloned()
     }
 
+    /// The phase of `name`, without copying its status.
+    pub fn phase(&self, name: &str) -> Option<Phase> {
+        self.read().get(name).map(|s| s.phase)
+    }
+
     /// The reported `Valid` condition of `name`, without copying its status.
     pub fn valid(&self, name: &str) -> Option<bool> {
         self.read()

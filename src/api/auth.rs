@@ -10,14 +10,23 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppState};
+use super::openapi::Api;
+use super::ApiError;
 use crate::auth::{now, Auth, AuthError, Claims, RequireViewer, Role};
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/auth/token", post(exchange))
+pub fn routes() -> Api {
+    Api::new("auth").route(
+        "/api/v1/auth/token",
+        post(exchange),
+        &[(
+            "POST",
+            "Exchange a valid token for a narrower or shorter one",
+            Some("viewer"),
+        )],
+    )
 }
 
 /// The body of a token request; every field is optional, an empty body is `{}`.
@@ -121,6 +130,9 @@ fn rfc3339(unix: u64) -> Result<String, ApiError> {
 mod tests {
 
     use axum::body::Body;
+    use axum::Router;
+
+    use crate::api::AppState;
     use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
     use axum::http::{Request, StatusCode};
     use axum::routing::get;

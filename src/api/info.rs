@@ -4,17 +4,30 @@
 
 use axum::extract::{Path, State};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
 
+use super::openapi::Api;
 use super::{ApiError, AppState};
 use crate::auth::RequireViewer;
 use crate::desired::Entry;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/info/challenges", get(list))
-        .route("/api/v1/info/challenges/{name}", get(one))
+pub fn routes() -> Api {
+    Api::new("info")
+        .route(
+            "/api/v1/info/challenges",
+            get(list),
+            &[(
+                "GET",
+                "Player-safe view of deployed challenges",
+                Some("viewer"),
+            )],
+        )
+        .route(
+            "/api/v1/info/challenges/{name}",
+            get(one),
+            &[("GET", "Player-safe view of one challenge", Some("viewer"))],
+        )
 }
 
 /// One way in for players.

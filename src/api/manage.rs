@@ -8,8 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 
+use super::openapi::Api;
 use super::{ApiError, AppState};
 use crate::auth::RequireAuthor;
 use crate::desired::Entry;
@@ -18,14 +19,54 @@ use crate::model::{Challenge, ImageSource};
 use crate::source::api_store::StoreError;
 use crate::tasks::Task;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/manage/challenges", get(list).post(create))
+pub fn routes() -> Api {
+    Api::new("manage")
+        .route(
+            "/api/v1/manage/challenges",
+            get(list).post(create),
+            &[
+                (
+                    "GET",
+                    "Every manifest with its resourceVersion",
+                    Some("author"),
+                ),
+                (
+                    "POST",
+                    "Create a challenge from a YAML or JSON manifest",
+                    Some("author"),
+                ),
+            ],
+        )
         .route(
             "/api/v1/manage/challenges/{name}",
             get(one).put(put).delete(purge),
+            &[
+                (
+                    "GET",
+                    "One manifest; ETag is its resourceVersion",
+                    Some("author"),
+                ),
+                (
+                    "PUT",
+                    "Create or replace (If-Match for optimistic concurrency)",
+                    Some("author"),
+                ),
+                (
+                    "DELETE",
+                    "Purge an API-owned challenge and its containers",
+                    Some("author"),
+                ),
+            ],
         )
-        .route("/api/v1/manage/challenges/{name}/{action}", post(action))
+        .route(
+            "/api/v1/manage/challenges/{name}/{action}",
+            post(action),
+            &[(
+                "POST",
+                "deploy, undeploy or redeploy: 202 with a task",
+                Some("author"),
+            )],
+        )
 }
 
 #[derive(serde::Serialize)]

@@ -10,7 +10,10 @@ mod error;
 mod info;
 mod manage;
 mod notification;
+pub mod openapi;
 mod status;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,14 +22,23 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 use axum::extract::FromRef;
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use tower_http::timeout::TimeoutLayer;
+
+use openapi::Api;
 
 pub use error::ApiError;
 
 use crate::auth::Auth;
 use crate::desired::DesiredStore;
+use crate::metrics::MetricsHandle;
 #[cfg(test)]
 use crate::notify::{Delivery, NotifierConfig};
 use crate::notify::{Notifier, Webhooks};
@@ -85,6 +97,7 @@ pub struct AppState {
     pub api_dir: PathBuf,
     /// Token keys, or disabled (`--no-auth`).
     pub auth: Auth,
+    pub metrics: MetricsHandle,
     /// Feeds `GET /api/v1/notification/events`.
     pub notifier: Notifier,
     /// Webhook subscriptions (the same registry the notifier offers to).
@@ -116,6 +129,7 @@ impl AppState {
             control: Arc::new(NoControl),
             api_dir: dir,
             auth,
+            metrics: MetricsHandle::new(),
             notifier: Notifier::new(NotifierConfig::default(), None),
             webhooks: Webhooks::in_memory(Delivery::default())
                 .unwrap_or_else(|e| panic!("test webhooks: {e}")),
@@ -123,18 +137,132 @@ impl AppState {
     }
 }
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+/// Largest request body accepted (a manifest is at most 1 MiB).
+pub const MAX_BODY: usize = 1024 * 1024;
+/// How long a request may take before it is answered 408 (streams are not cut: only the wait
+/// for the response's head is timed).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Every route with its documentation.
+pub fn api() -> Api {
+    Api::new("health")
+        .route("/healthz", get(healthz), &[("GET", "Liveness", None)])
+        .route(
+            "/readyz",
+            get(readyz),
+            &[(
+                "GET",
+                "Ready once the first pass is done and the engine answers",
+                None,
+            )],
+        )
+        .route(
+            "/metrics",
+            get(metrics),
+            &[("GET", "Prometheus metrics", None)],
+        )
+        .route(
+            "/api/v1/openapi.json",
+            get(openapi_document),
+            &[("GET", "This document", None)],
+        )
         .merge(auth::routes())
         .merge(status::routes())
         .merge(manage::routes())
         .merge(info::routes())
         .merge(notification::routes())
+}
+
+/// The whole API, hardened: body limit, request timeout, JSON errors, request metrics.
+pub fn router(state: AppState) -> Router {
+    let (routes, _) = api().finish();
+    let metrics = state.metrics.clone();
+    routes
         .fallback(not_found)
+        .layer(middleware::map_response(json_errors))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(middleware::from_fn_with_state(metrics, count_requests))
         .with_state(state)
+}
+
+async fn openapi_document() -> Json<serde_json::Value> {
+    let (_, docs) = api().finish();
+    Json(openapi::document(&docs))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// Counts every request by method, matched route and status.
+async fn count_requests(
+    State(metrics): State<MetricsHandle>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(request).await;
+    metrics.count_request(&method, &route, response.status().as_u16());
+    response
+}
+
+/// Gives the errors that layers and the router produce themselves (405, 408, 413, a rejected
+/// body) the API's JSON shape.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let error = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::TooLarge(format!("the body is larger than {MAX_BODY} bytes"))
+        }
+        StatusCode::METHOD_NOT_ALLOWED => {
+            return plain(
+                status,
+                "MethodNotAllowed",
+                "method not allowed on this route",
+            )
+        }
+        StatusCode::REQUEST_TIMEOUT => {
+            return plain(status, "Timeout", "the request took too long")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            return plain(status, "UnsupportedMediaType", "unsupported content type")
+        }
+        s if s.is_client_error() => {
+            ApiError::BadRequest(s.canonical_reason().unwrap_or("bad request").to_string())
+        }
+        s => ApiError::Internal(format!("status {s} from a layer")),
+    };
+    error.into_response()
+}
+
+fn plain(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -11,22 +11,43 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
+use super::openapi::Api;
 use super::{ApiError, AppState};
 use crate::notify::sse::{self, Filter, Start};
 use crate::notify::{NewWebhook, NotifyError, WebhookView};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        // role: viewer
-        .route("/api/v1/notification/events", get(events))
-        // role: admin (both methods)
-        .route("/api/v1/notification/webhooks", get(list).post(create))
-        // role: admin
-        .route("/api/v1/notification/webhooks/{id}", delete(remove))
+pub fn routes() -> Api {
+    Api::new("notification")
+        .route(
+            "/api/v1/notification/events",
+            get(events),
+            &[(
+                "GET",
+                "Server-sent events of status changes, heals and task results",
+                Some("viewer"),
+            )],
+        )
+        .route(
+            "/api/v1/notification/webhooks",
+            get(list).post(create),
+            &[
+                ("GET", "List webhook subscriptions", Some("admin")),
+                (
+                    "POST",
+                    "Subscribe a Slack- or Discord-compatible webhook",
+                    Some("admin"),
+                ),
+            ],
+        )
+        .route(
+            "/api/v1/notification/webhooks/{id}",
+            delete(remove),
+            &[("DELETE", "Remove a webhook subscription", Some("admin"))],
+        )
 }
 
 #[derive(Debug, Deserialize)]

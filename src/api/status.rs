@@ -5,20 +5,45 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 
+use super::openapi::Api;
 use super::{ApiError, AppState};
 use crate::auth::RequireViewer;
 use crate::status::{view, ChallengeStatus};
 use crate::tasks::Task;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/status/challenges", get(list))
-        .route("/api/v1/status/challenges/{name}", get(one))
-        .route("/api/v1/status/challenges/{name}/logs", get(logs))
-        .route("/api/v1/status/tasks/{id}", get(task))
+pub fn routes() -> Api {
+    Api::new("status")
+        .route(
+            "/api/v1/status/challenges",
+            get(list),
+            &[(
+                "GET",
+                "Status of every challenge (labelSelector=k=v)",
+                Some("viewer"),
+            )],
+        )
+        .route(
+            "/api/v1/status/challenges/{name}",
+            get(one),
+            &[("GET", "Status of one challenge", Some("viewer"))],
+        )
+        .route(
+            "/api/v1/status/challenges/{name}/logs",
+            get(logs),
+            &[(
+                "GET",
+                "Container output (tail, follow, replica)",
+                Some("viewer"),
+            )],
+        )
+        .route(
+            "/api/v1/status/tasks/{id}",
+            get(task),
+            &[("GET", "A lifecycle task", Some("viewer"))],
+        )
 }
 
 async fn task(

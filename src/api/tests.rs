@@ -1,0 +1,413 @@
+//! Router tests of the manage namespace, the OpenAPI document and the hardening layers,
+//! through `tower::ServiceExt::oneshot` (no engine).
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::{api, router, AppState, MAX_BODY};
+use crate::auth::{mint, Auth, Keys, Role};
+use crate::desired::{Claim, DirSnapshot};
+use crate::model::Challenge;
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+fn state() -> AppState {
+    AppState::for_tests(Auth::enabled(Keys::new(SECRET).unwrap()))
+}
+
+fn token(role: Role) -> String {
+    let keys = Keys::new(SECRET).unwrap();
+    mint(&keys, role, "test", std::time::Duration::from_secs(600)).unwrap()
+}
+
+struct Reply {
+    status: StatusCode,
+    etag: Option<String>,
+    json: Value,
+}
+
+async fn send(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    role: Option<Role>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(role) = role {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {}", token(role)));
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = app
+        .clone()
+        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let etag = response
+        .headers()
+        .get(header::ETAG)
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Reply { status, etag, json }
+}
+
+fn manifest(name: &str, port: u32) -> String {
+    format!("apiVersion: beast/v1\nkind: Challenge\nmetadata:\n  name: {name}\nspec:\n  image: img:1\n  flag: flag{{x}}\n  env: {{SECRET: s3cr3t}}\n  ports:\n    - port: {port}\n")
+}
+
+const A: Option<Role> = Some(Role::Author);
+
+#[tokio::test]
+async fn put_then_get_serves_the_manifest_with_an_etag() {
+    let app = router(state());
+    let r = send(
+        &app,
+        "PUT",
+        "/api/v1/manage/challenges/web",
+        A,
+        &[],
+        &manifest("web", 80),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let etag = r.etag.clone().unwrap();
+    assert_eq!(
+        r.json["metadata"]["resourceVersion"],
+        etag.trim_matches('"')
+    );
+    let r = send(&app, "GET", "/api/v1/manage/challenges/web", A, &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.etag.as_deref(), Some(etag.as_str()));
+    assert_eq!(r.json["spec"]["image"], "img:1");
+    // A JSON body works the same.
+    let json = r#"{"apiVersion":"beast/v1","kind":"Challenge","metadata":{"name":"web"},"spec":{"image":"img:2"}}"#;
+    let r = send(
+        &app,
+        "PUT",
+        "/api/v1/manage/challenges/web",
+        A,
+        &[("content-type", "application/json")],
+        json,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let list = send(&app, "GET", "/api/v1/manage/challenges", A, &[], "").await;
+    assert_eq!(list.json["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_stale_if_match_is_refused() {
+    let app = router(state());
+    let r = send(
+        &app,
+        "PUT",
+        "/api/v1/manage/challenges/web",
+        A,
+        &[],
+        &manifest("web", 80),
+    )
+    .await;
+    let v1 = r.etag.unwrap();
+    let r = send(
+        &app,
+        "PUT",
+        "/api/v1/manage/challenges/web",
+        A,
+        &[("if-match", &v1)],
+        &manifest("web", 81),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let r = send(
+        &app,
+        "PUT",
+        "/api/v1/manage/challenges/web",
+        A,
+        &[("if-match", &v1)],
+        &manifest("web", 82),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.json);
+    assert_eq!(r.json["error"]["code"], "PreconditionFailed");
+}
+
+#[tokio::test]
+async fn a_name_owned_by_a_watched_file_is_409_naming_the_file() {
+    let state = state();
+    let mut snapshot = DirSnapshot::default();
+    snapshot.claims.insert(
+        "echo".into(),
+        vec![(
+            "challenges/echo/challenge.yaml".into(),
+            Claim::Valid {
+                challenge: Box::new(Challenge::with_image("echo", "x")),
+                raw: None,
+            },
+        )],
+    );
+    state.store.apply_dir(0, snapshot);
+    let app = router(state);
+    let r = send(
+        &app,
+        "PUT",
+        "/api/v1/manage/challenges/echo",
+        A,
+        &[],
+        &manifest("echo", 80),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("challenges/echo/challenge.yaml"),
+        "{}",
+        r.json
+    );
+    let r = send(&app, "DELETE", "/api/v1/manage/challenges/echo", A, &[], "").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    // Lifecycle actions work on any challenge.
+    let r = send(
+        &app,
+        "POST",
+        "/api/v1/manage/challenges/echo/undeploy",
+        A,
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
+    assert_eq!(r.json["task"]["action"], "undeploy");
+    assert_eq!(r.json["task"]["state"], "queued");
+    let id = r.json["task"]["id"].as_str().unwrap().to_string();
+    let r = send(
+        &app,
+        "GET",
+        &format!("/api/v1/status/tasks/{id}"),
+        Some(Role::Viewer),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["challenge"], "echo");
+}
+
+#[tokio::test]
+async fn invalid_manifests_are_422_with_body_positions() {
+    let app = router(state());
+    let r = send(
+        &app,
+        "PUT",
+        "/api/v1/manage/challenges/web",
+        A,
+        &[],
+        &manifest("web", 70000),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.json);
+    let msg = r.json["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("request body:10:7: spec.ports[0].port"),
+        "{msg}"
+    );
+    assert!(r.json["error"]["details"].is_array());
+    let r = send(
+        &app,
+        "PUT",
+        "/api/v1/manage/challenges/other",
+        A,
+        &[],
+        &manifest("web", 80),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
+    let r = send(
+        &app,
+        "PUT",
+        "/api/v1/manage/challenges/web",
+        A,
+        &[],
+        "a: [unclosed",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.json);
+}
+
+#[tokio::test]
+async fn roles_guard_manage_and_info_hides_the_flag() {
+    let app = router(state());
+    let r = send(
+        &app,
+        "PUT",
+        "/api/v1/manage/challenges/web",
+        Some(Role::Viewer),
+        &[],
+        &manifest("web", 80),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send(
+        &app,
+        "PUT",
+        "/api/v1/manage/challenges/web",
+        None,
+        &[],
+        &manifest("web", 80),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    send(
+        &app,
+        "PUT",
+        "/api/v1/manage/challenges/web",
+        A,
+        &[],
+        &manifest("web", 80),
+    )
+    .await;
+    let r = send(
+        &app,
+        "GET",
+        "/api/v1/info/challenges/web",
+        Some(Role::Viewer),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let text = r.json.to_string();
+    assert!(
+        !text.contains("flag{x}") && !text.contains("s3cr3t"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413_in_json() {
+    let app = router(state());
+    let big = format!("{}\n# {}", manifest("web", 80), "x".repeat(MAX_BODY + 10));
+    let r = send(&app, "PUT", "/api/v1/manage/challenges/web", A, &[], &big).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.json["error"]["code"], "TooLarge");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let app = router(state());
+    let r = send(&app, "GET", "/nope", None, &[], "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.json["error"]["code"], "NotFound");
+    let r = send(&app, "PATCH", "/api/v1/manage/challenges", A, &[], "").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.json["error"]["code"], "MethodNotAllowed");
+}
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document_and_answers() {
+    let app = router(state());
+    let r = send(&app, "GET", "/api/v1/openapi.json", None, &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let paths = r.json["paths"].as_object().unwrap();
+    let (_, docs) = api().finish();
+    assert!(docs.len() >= 20, "{docs:?}");
+    for d in &docs {
+        assert!(
+            paths[d.path].get(d.method.to_lowercase()).is_some(),
+            "{} {} missing",
+            d.method,
+            d.path
+        );
+        // The documented route exists: the router does not answer 404 (no such route) or 405.
+        let uri = d
+            .path
+            .replace("{name}", "nope")
+            .replace("{id}", "nope")
+            .replace("{action}", "deploy");
+        if d.path.ends_with("/events") {
+            // A stream that never ends: look at the head only.
+            let req = Request::get(&uri)
+                .header(
+                    header::AUTHORIZATION,
+                    format!("Bearer {}", token(Role::Admin)),
+                )
+                .body(Body::empty())
+                .unwrap();
+            let response = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{uri}");
+            continue;
+        }
+        let probe = send(&app, d.method, &uri, Some(Role::Admin), &[], "").await;
+        let unrouted = probe.status == StatusCode::METHOD_NOT_ALLOWED
+            || (probe.status == StatusCode::NOT_FOUND
+                && probe.json["error"]["message"] == "no such route");
+        assert!(
+            !unrouted,
+            "{} {} is documented but not routed ({})",
+            d.method, d.path, probe.status
+        );
+    }
+    // SPEC §5's routes are all there.
+    for p in [
+        "/api/v1/auth/token",
+        "/api/v1/manage/challenges",
+        "/api/v1/manage/challenges/{name}",
+        "/api/v1/status/challenges",
+        "/api/v1/status/challenges/{name}",
+        "/api/v1/status/tasks/{id}",
+        "/api/v1/status/challenges/{name}/logs",
+        "/api/v1/info/challenges",
+        "/api/v1/info/challenges/{name}",
+        "/api/v1/notification/events",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/openapi.json",
+    ] {
+        assert!(paths.contains_key(p), "{p} not documented");
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route() {
+    let app = router(state());
+    send(
+        &app,
+        "GET",
+        "/api/v1/status/challenges",
+        Some(Role::Viewer),
+        &[],
+        "",
+    )
+    .await;
+    let response = app
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains("route=\"/api/v1/status/challenges\""),
+        "{text}"
+    );
+}
