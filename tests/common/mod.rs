@@ -244,6 +244,48 @@ impl Env {
         Some((code, json))
     }
 
+    /// Any request with the admin token: (status, JSON body).
+    pub fn call(&self, method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
+        let url = format!("{}{}", self.api, path);
+        let auth = format!("Authorization: Bearer {}", self.token);
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-m",
+                "10",
+                "-X",
+                method,
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                "-H",
+                &auth,
+            ])
+            .args([
+                "-H",
+                "Content-Type: application/yaml",
+                "--data-binary",
+                body,
+                &url,
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n')?;
+        let code: u16 = code.trim().parse().ok()?;
+        Some((code, serde_json::from_str(body).unwrap_or(Value::Null)))
+    }
+
+    /// Waits for a lifecycle task to succeed.
+    pub fn wait_task(&self, reply: &Value) {
+        let id = reply["task"]["id"].as_str().expect("a task").to_string();
+        self.wait_for(&format!("task {id}"), Duration::from_secs(60), |env| {
+            env.get_status(&format!("/api/v1/status/tasks/{id}"))
+                .is_some_and(|(_, t)| t["state"] == "succeeded")
+        });
+    }
+
     /// The status object of a challenge (SPEC §6), if beast knows it.
     pub fn status(&self, name: &str) -> Option<Value> {
         match self.get_status(&format!("/api/v1/status/challenges/{name}")) {
