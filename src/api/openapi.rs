@@ -74,6 +74,7 @@ pub fn document(docs: &[Doc]) -> Value {
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| name.trim_start_matches('*'))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
         let mut op = json!({
@@ -90,7 +91,8 @@ pub fn document(docs: &[Doc]) -> Value {
             op["security"] = json!([{"bearer": []}]);
             op["x-beast-role"] = json!(role);
         }
-        let entry = paths.entry(d.path.to_string()).or_insert_with(|| json!({}));
+        let path = d.path.replace("{*", "{");
+        let entry = paths.entry(path).or_insert_with(|| json!({}));
         entry[d.method.to_lowercase()] = op;
     }
     json!({

@@ -163,3 +163,49 @@ fn a_sigkill_during_a_burst_of_puts_loses_no_acknowledged_write() {
         );
     }
 }
+
+#[test]
+fn attachments_are_served_with_type_and_etag_and_nothing_else_is() {
+    let mut env = Env::new("attach");
+    env.write("static/public/handout.txt", "read me\n");
+    env.write("static/secret.txt", "flag{not_for_you}\n");
+    env.write(
+        "static/challenge.yaml",
+        "apiVersion: beast/v1\nkind: Challenge\nmetadata:\n  name: docs\nspec:\n  description: a static challenge\n  flag: flag{x}\n  attachments: [public/handout.txt]\n",
+    );
+    env.start();
+    env.wait_running("docs");
+    let url = format!(
+        "{}/api/v1/info/challenges/docs/attachments/public/handout.txt",
+        env.api
+    );
+    let auth = format!("Authorization: Bearer {}", env.token);
+    let out = Command::new("curl")
+        .args(["-s", "-D", "-", "-H", &auth, &url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.to_lowercase().contains("content-type: text/plain"),
+        "{text}"
+    );
+    assert!(text.to_lowercase().contains("etag: \""), "{text}");
+    assert!(text.ends_with("read me\n"), "{text}");
+    let info = env.get_status("/api/v1/info/challenges/docs").unwrap().1;
+    assert_eq!(info["attachments"][0], "public/handout.txt");
+    assert!(!info.to_string().contains("flag{"), "{info}");
+    for bad in [
+        "secret.txt",
+        "../static/secret.txt",
+        "public/../secret.txt",
+        "%2e%2e/secret.txt",
+        "..%2fsecret.txt",
+        "/etc/passwd",
+    ] {
+        let (code, _) = env
+            .get_status(&format!("/api/v1/info/challenges/docs/attachments/{bad}"))
+            .unwrap();
+        assert_eq!(code, 404, "{bad} was served");
+    }
+}
