@@ -115,6 +115,7 @@ pub struct DesiredStore {
     inner: Arc<RwLock<BTreeMap<String, Entry>>>,
     /// Names undeployed through the lifecycle API (persisted by the API store).
     undeployed: Arc<RwLock<BTreeSet<String>>>,
+    version: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl DesiredStore {
@@ -348,8 +349,44 @@ impl DesiredStore {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Entry>> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    /// Any write may change what readers see: the version is bumped when the write ends,
+    /// still under the lock (readers that cache a view compare it).
+    fn write(&self) -> WriteGuard<'_> {
+        WriteGuard {
+            guard: self.inner.write().unwrap_or_else(|p| p.into_inner()),
+            version: &self.version,
+        }
+    }
+
+    /// Changes whenever the store may have changed.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// A write lock on the entries that bumps the store's version when released.
+struct WriteGuard<'a> {
+    guard: std::sync::RwLockWriteGuard<'a, BTreeMap<String, Entry>>,
+    version: &'a std::sync::atomic::AtomicU64,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = BTreeMap<String, Entry>;
+    fn deref(&self) -> &Self::Target {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.guard
     }
 }
 

@@ -321,6 +321,7 @@ pub async fn run<R: Runtime>(
     }
     let app = api::router(AppState {
         metrics: metrics.clone(),
+        status_cache: api::ResponseCache::default(),
         store: store.clone(),
         status: status.clone(),
         readiness: readiness.clone(),

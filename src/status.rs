@@ -5,6 +5,7 @@
 //! views that merge it with the desired entry. This module only keeps and shapes data.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
@@ -183,6 +184,7 @@ pub fn now_rfc3339() -> String {
 #[derive(Clone, Default)]
 pub struct StatusBoard {
     inner: Arc<RwLock<BTreeMap<String, RuntimeStatus>>>,
+    version: Arc<AtomicU64>,
 }
 
 impl StatusBoard {
@@ -210,14 +212,21 @@ impl StatusBoard {
     /// Edits the status of `name` (created on first use).
     pub fn update<T>(&self, name: &str, f: impl FnOnce(&mut RuntimeStatus) -> T) -> T {
         let mut all = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        f(all.entry(name.to_string()).or_default())
+        let out = f(all.entry(name.to_string()).or_default());
+        // Under the lock, after the change: a reader that saw this version sees the change.
+        self.version.fetch_add(1, Ordering::Release);
+        out
+    }
+
+    /// Changes whenever any status may have changed.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     pub fn remove(&self, name: &str) {
-        self.inner
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        let mut all = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        all.remove(name);
+        self.version.fetch_add(1, Ordering::Release);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, RuntimeStatus>> {

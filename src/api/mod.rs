@@ -66,6 +66,29 @@ pub trait Control: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<LogStream, ApiError>>;
 }
 
+/// One cached response body, keyed by the versions it was built from.
+#[derive(Clone, Default)]
+pub struct ResponseCache {
+    inner: Arc<std::sync::Mutex<Option<CachedBody>>>,
+}
+
+/// A body and the (store, status) versions it was built from.
+type CachedBody = ((u64, u64), bytes::Bytes);
+
+impl ResponseCache {
+    pub fn get(&self, versions: (u64, u64)) -> Option<bytes::Bytes> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .as_ref()
+            .filter(|(v, _)| *v == versions)
+            .map(|(_, b)| b.clone())
+    }
+
+    pub fn put(&self, versions: (u64, u64), body: bytes::Bytes) {
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = Some((versions, body));
+    }
+}
+
 /// A [`Control`] that does nothing, for router tests without an operator.
 pub struct NoControl;
 
@@ -98,6 +121,8 @@ pub struct AppState {
     /// Token keys, or disabled (`--no-auth`).
     pub auth: Auth,
     pub metrics: MetricsHandle,
+    /// The last serialised status list, valid while the store and status versions hold.
+    pub status_cache: ResponseCache,
     /// Feeds `GET /api/v1/notification/events`.
     pub notifier: Notifier,
     /// Webhook subscriptions (the same registry the notifier offers to).
@@ -130,6 +155,7 @@ impl AppState {
             api_dir: dir,
             auth,
             metrics: MetricsHandle::new(),
+            status_cache: ResponseCache::default(),
             notifier: Notifier::new(NotifierConfig::default(), None),
             webhooks: Webhooks::in_memory(Delivery::default())
                 .unwrap_or_else(|e| panic!("test webhooks: {e}")),

@@ -1,6 +1,6 @@
 //! The status namespace: `GET /api/v1/status/challenges[/{name}]` (SPEC §6), for viewers.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -104,9 +104,15 @@ async fn list(
     _: RequireViewer,
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Items>, ApiError> {
+) -> Result<Response, ApiError> {
     let selector = parse_selector(q.label_selector.as_deref().unwrap_or(""))?;
-    let items = state
+    let versions = (state.store.version(), state.status.version());
+    if selector.is_empty() {
+        if let Some(body) = state.status_cache.get(versions) {
+            return Ok(json_bytes(body));
+        }
+    }
+    let items: Vec<ChallengeStatus> = state
         .store
         .snapshot()
         .iter()
@@ -121,7 +127,22 @@ async fn list(
         })
         .map(|e| view(e, state.status.get(&e.name)))
         .collect();
-    Ok(Json(Items { items }))
+    let body = serde_json::to_vec(&Items { items })
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if selector.is_empty() {
+        state.status_cache.put(versions, body.clone());
+    }
+    Ok(json_bytes(body))
+}
+
+fn json_bytes(body: Bytes) -> Response {
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 async fn one(
