@@ -331,6 +331,8 @@ pub async fn run<R: Runtime>(
         auth: config.auth.clone(),
         notifier: notifier.clone(),
         webhooks,
+        git_hook: None,
+        git: None,
     });
     let mut stop = stop_rx.clone();
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
