@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator: watch manifests, reconcile containers, serve the API.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check manifests offline; exit 0 when all are valid, 1 otherwise.
     Validate {
         /// Manifest files or directories.
@@ -244,6 +244,41 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "BEAST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub git: GitArgs,
+}
+
+/// GitOps: a branch of a git repository as one more manifest directory.
+#[derive(Debug, Args, Clone)]
+pub struct GitArgs {
+    /// Repository to deploy from (any URL git accepts; credentials in it are never logged). It is
+    /// cloned under the state directory and fetched periodically.
+    #[arg(
+        long = "git",
+        env = "BEAST_GIT",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub url: Option<String>,
+    /// Branch to deploy.
+    #[arg(long = "git-branch", env = "BEAST_GIT_BRANCH", default_value = "main")]
+    pub branch: String,
+    /// How often to fetch (humantime, e.g. 60s, 5m).
+    #[arg(
+        long = "git-interval",
+        env = "BEAST_GIT_INTERVAL",
+        default_value = "60s"
+    )]
+    pub interval: humantime::Duration,
+    /// Secret of `POST /api/v1/manage/hooks/git` (GitHub HMAC signature or GitLab token);
+    /// without it the hook is off.
+    #[arg(
+        long = "git-webhook-secret",
+        env = "BEAST_GIT_WEBHOOK_SECRET",
+        hide_env_values = true,
+        requires = "url"
+    )]
+    pub webhook_secret: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

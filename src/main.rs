@@ -11,7 +11,7 @@ use beast::cli::{Cli, Command, LogFormat, PlanArgs, RunArgs, SecretArgs, SourceA
 use beast::client::{self, Action};
 use beast::containers::Defaults;
 use beast::desired::DesiredStore;
-use beast::operator::{self, RunConfig};
+use beast::operator::{self, GitConfig, RunConfig};
 use beast::ports::PortAllocator;
 use beast::reconcile::{Reconciler, Settings};
 use beast::runtime::docker::DockerRuntime;
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
             Command::Validate { paths } => validate(&paths),
             Command::Plan(args) => plan(args).await,
             Command::Import { path, dry_run } => Ok(import(&path, dry_run)),
@@ -106,6 +106,12 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         stop_grace: args.stop_grace.into(),
         debounce: args.debounce.into(),
         auth,
+        git: args.git.url.clone().map(|url| GitConfig {
+            url,
+            branch: args.git.branch.clone(),
+            interval: args.git.interval.into(),
+            webhook_secret: args.git.webhook_secret.clone().map(String::into_bytes),
+        }),
     };
     let runtime = DockerRuntime::connect()
         .await

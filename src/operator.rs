@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, GitHook};
 use crate::auth::Auth;
 use crate::containers::Defaults;
 use crate::control::OperatorControl;
@@ -29,6 +29,7 @@ use crate::reconcile::{Reconciler, Settings};
 use crate::runtime::Runtime;
 use crate::source::api_store::{ApiStore, StoreError};
 use crate::source::dir;
+use crate::source::git::{self, GitSource};
 use crate::status::StatusBoard;
 use crate::tasks::TaskBoard;
 
@@ -71,6 +72,33 @@ pub struct RunConfig {
     pub debounce: Duration,
     /// The API's token keys, or disabled (`--no-auth`).
     pub auth: Auth,
+    /// GitOps (`--git`): a branch checked out as one more manifest directory.
+    pub git: Option<GitConfig>,
+}
+
+/// Settings of the git source.
+#[derive(Clone)]
+pub struct GitConfig {
+    pub url: String,
+    pub branch: String,
+    /// Time between fetches (a verified webhook call fetches at once).
+    pub interval: Duration,
+    /// Secret of the webhook; `None` or empty turns the hook off.
+    pub webhook_secret: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for GitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitConfig")
+            .field("url", &git::redact_url(&self.url))
+            .field("branch", &self.branch)
+            .field("interval", &self.interval)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// Runs the operator until `shutdown` resolves. Containers are left running.
@@ -130,7 +158,16 @@ pub async fn run<R: Runtime>(
         let _ = stop_tx.send(true);
     });
 
-    rescan(&config.manifests, &store);
+    // The git tree is the last manifest root; it is rescanned after each switch, not watched.
+    let git = match &config.git {
+        Some(g) => Some(first_git_sync(g, &config.state_dir).await),
+        None => None,
+    };
+    let mut manifests = config.manifests.clone();
+    if let Some(source) = &git {
+        manifests.push(source.tree());
+    }
+    rescan(&manifests, &store);
     load_api(&api_store, &store, &api_dir);
 
     let queue: WorkQueue<String> = WorkQueue::new(Backoff::default());
@@ -206,7 +243,7 @@ pub async fn run<R: Runtime>(
         Duration::from_secs(2),
     ));
     {
-        let manifests = config.manifests.clone();
+        let manifests = manifests.clone();
         let store = store.clone();
         let queue = queue.clone();
         let mut stop = stop_rx.clone();
@@ -233,7 +270,7 @@ pub async fn run<R: Runtime>(
     {
         let reconciler = reconciler.clone();
         let queue = queue.clone();
-        let manifests = config.manifests.clone();
+        let manifests = manifests.clone();
         let store = store.clone();
         let mut stop = stop_rx.clone();
         let every = config.resync;
@@ -310,6 +347,25 @@ pub async fn run<R: Runtime>(
         });
     }
 
+    let mut git_hook = None;
+    if let (Some(source), Some(config)) = (git.clone(), &config.git) {
+        let trigger = Arc::new(Notify::new());
+        git_hook = config
+            .webhook_secret
+            .clone()
+            .filter(|s| !s.is_empty())
+            .map(|secret| GitHook {
+                secret,
+                trigger: trigger.clone(),
+            });
+        let rescan_to = RescanTo {
+            manifests: manifests.clone(),
+            store: store.clone(),
+            queue: queue.clone(),
+        };
+        spawn_git_sync(source, config.interval, trigger, rescan_to, stop_rx.clone());
+    }
+
     let control = Arc::new(OperatorControl {
         reconciler: reconciler.clone(),
         queue: queue.clone(),
@@ -332,6 +388,8 @@ pub async fn run<R: Runtime>(
         auth: config.auth.clone(),
         notifier: notifier.clone(),
         webhooks,
+        git_hook,
+        git,
     });
     let mut stop = stop_rx.clone();
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -343,6 +401,74 @@ pub async fn run<R: Runtime>(
     tracing::info!("shutting down: finishing in-flight work, leaving containers running");
     workers.shutdown().await;
     served.map_err(OperatorError::Serve)
+}
+
+/// How long startup waits for the first git sync (later syncs run in the background).
+const FIRST_GIT_SYNC: Duration = Duration::from_secs(60);
+/// Floor of `--git-interval`: a zero interval must not fetch in a busy loop.
+const MIN_GIT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Creates the git source and syncs it once, before the first scan. A failure is logged and
+/// beast goes on with the tree a previous run checked out, if any.
+async fn first_git_sync(config: &GitConfig, state_dir: &Path) -> Arc<GitSource> {
+    let source = Arc::new(GitSource::new(
+        config.url.clone(),
+        config.branch.clone(),
+        state_dir.join("git"),
+    ));
+    match tokio::time::timeout(FIRST_GIT_SYNC, source.sync()).await {
+        Ok(Ok(outcome)) => {
+            tracing::info!(url = %source.display_url(), branch = source.branch(), commit = %outcome.commit, "git: synced")
+        }
+        Err(_) => {
+            tracing::warn!(url = %source.display_url(), kept = ?source.current_commit(), "git: first sync is taking too long; starting with the tree of a previous run, if any, and retrying in the background")
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(url = %source.display_url(), error = %err, kept = ?source.current_commit(), "git: first sync failed; using the tree of a previous run, if any")
+        }
+    }
+    source
+}
+
+/// Where a git switch is applied: the same rescan as a burst of file changes.
+struct RescanTo {
+    manifests: Vec<PathBuf>,
+    store: DesiredStore,
+    queue: WorkQueue<String>,
+}
+
+/// Fetches every `interval` and whenever `trigger` is notified (the webhook); after a switch to
+/// a new commit, rescans and enqueues the changed challenges at once. A failed fetch keeps
+/// everything as it runs; it is logged and recorded in [`GitSource::status`].
+fn spawn_git_sync(
+    source: Arc<GitSource>,
+    interval: Duration,
+    trigger: Arc<Notify>,
+    to: RescanTo,
+    mut stop: watch::Receiver<bool>,
+) {
+    let interval = interval.max(MIN_GIT_INTERVAL);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(interval) => {}
+                _ = trigger.notified() => {}
+            }
+            match source.sync().await {
+                Ok(outcome) if outcome.changed => {
+                    tracing::info!(commit = %outcome.commit, "git: new commit; rescanning");
+                    for name in rescan(&to.manifests, &to.store) {
+                        to.queue.add_now_ignoring_backoff(name);
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(url = %source.display_url(), error = %err, "git: sync failed; keeping what runs")
+                }
+            }
+        }
+    });
 }
 
 /// Counters kept by the reconciler and the queue, for `/metrics`.
@@ -442,8 +568,11 @@ pub fn load_api(api_store: &ApiStore, store: &DesiredStore, api_dir: &Path) -> V
 }
 
 /// Rescans every manifest directory into the store; returns the names whose entry changed.
-/// A directory that cannot be read changes nothing.
+/// A directory that cannot be read changes nothing. Rescans run one at a time, so a scan that
+/// read a git tree before a switch cannot land after the rescan the switch asked for.
 pub fn rescan(roots: &[PathBuf], store: &DesiredStore) -> Vec<String> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut changed = Vec::new();
     for (i, root) in roots.iter().enumerate() {
         match dir::scan(root) {

@@ -1,12 +1,13 @@
 //! The HTTP API: `fn router(state) -> Router`, handlers grouped by namespace in small files.
 //!
 //! Namespaces: auth, manage (author), status and info (viewer), notification (viewer / admin),
-//! plus `/healthz` and `/readyz` (open). Handlers read shared state and act through the
-//! [`Control`] seam; they never talk to the engine. Routes are guarded by the extractors of
-//! [`crate::auth`].
+//! hooks (no token: authenticated by the webhook secret), plus `/healthz` and `/readyz` (open).
+//! Handlers read shared state and act through the [`Control`] seam; they never talk to the
+//! engine. Routes are guarded by the extractors of [`crate::auth`].
 
 mod auth;
 mod error;
+pub mod hooks;
 mod info;
 mod manage;
 mod notification;
@@ -35,6 +36,7 @@ use tower_http::timeout::TimeoutLayer;
 use openapi::Api;
 
 pub use error::ApiError;
+pub use hooks::GitHook;
 
 use crate::auth::Auth;
 use crate::desired::DesiredStore;
@@ -44,6 +46,7 @@ use crate::notify::{Delivery, NotifierConfig};
 use crate::notify::{Notifier, Webhooks};
 use crate::reconcile::Readiness;
 use crate::source::api_store::ApiStore;
+use crate::source::git::GitSource;
 use crate::status::StatusBoard;
 use crate::tasks::TaskBoard;
 
@@ -127,6 +130,10 @@ pub struct AppState {
     pub notifier: Notifier,
     /// Webhook subscriptions (the same registry the notifier offers to).
     pub webhooks: Webhooks,
+    /// The git webhook (`--git` with `--git-webhook-secret`); `None` answers the hook with 404.
+    pub git_hook: Option<GitHook>,
+    /// The git source (`--git`), for the status view: its commit, last sync and last error.
+    pub git: Option<Arc<GitSource>>,
 }
 
 impl FromRef<AppState> for Auth {
@@ -159,6 +166,8 @@ impl AppState {
             notifier: Notifier::new(NotifierConfig::default(), None),
             webhooks: Webhooks::in_memory(Delivery::default())
                 .unwrap_or_else(|e| panic!("test webhooks: {e}")),
+            git_hook: None,
+            git: None,
         }
     }
 }
@@ -197,6 +206,7 @@ pub fn api() -> Api {
         .merge(manage::routes())
         .merge(info::routes())
         .merge(notification::routes())
+        .merge(hooks::routes())
 }
 
 /// The whole API, hardened: body limit, request timeout, JSON errors, request metrics.

@@ -1,6 +1,7 @@
 mod api;
 mod cli;
 mod converge;
+mod git;
 mod healing;
 mod outage;
 mod ownership;
