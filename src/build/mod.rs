@@ -6,6 +6,9 @@
 //! Builds run under a semaphore (`--build-workers`). The last build's log is kept per challenge.
 //! After a successful build, older images of the challenge (this instance's only) are removed but
 //! the newest previous one; an image a container still uses is never removed (the engine refuses).
+//! A failed build is remembered by its tag: the same content answers the same failure without
+//! building again (resyncs must not loop on a broken Dockerfile) until the sources change or
+//! [`Builder::retry`] (a redeploy) asks.
 //!
 //! Not here: deciding when to build or replacing containers (the reconciler does), engine calls
 //! (through [`Runtime`] only).
@@ -111,6 +114,16 @@ pub struct Builder<R: Runtime> {
     runtime: Arc<R>,
     permits: Semaphore,
     logs: Mutex<HashMap<String, Vec<String>>>,
+    /// The last failed build per challenge: (tag, message, log). The same content is not built
+    /// again (a resync must not rebuild a broken Dockerfile forever) until [`Builder::retry`].
+    failures: Mutex<HashMap<String, Failure>>,
+}
+
+/// A failed build: the tag it would have had, the engine's message, the log.
+struct Failure {
+    tag: String,
+    message: String,
+    log: Vec<String>,
 }
 
 impl<R: Runtime> Builder<R> {
@@ -120,6 +133,7 @@ impl<R: Runtime> Builder<R> {
             runtime,
             permits: Semaphore::new(workers.max(1)),
             logs: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -136,6 +150,9 @@ impl<R: Runtime> Builder<R> {
         let tag = image_tag(challenge, &context.hash);
         if let Some(built) = self.existing(challenge, &tag).await? {
             return Ok(built);
+        }
+        if let Some(err) = self.failed_before(challenge, &tag) {
+            return Err(err);
         }
         let Ok(_permit) = self.permits.acquire().await else {
             // The semaphore is never closed; answer as if the engine refused.
@@ -158,6 +175,12 @@ impl<R: Runtime> Builder<R> {
         })
     }
 
+    /// Lets the next [`Builder::ensure`] build content that failed before (for a redeploy: the
+    /// failure may have been transient).
+    pub fn retry(&self, challenge: &str) {
+        lock(&self.failures).remove(challenge);
+    }
+
     /// The last build's output of `challenge` (empty when none ran since beast started).
     pub fn log(&self, challenge: &str) -> Vec<String> {
         self.logs().get(challenge).cloned().unwrap_or_default()
@@ -174,6 +197,7 @@ impl<R: Runtime> Builder<R> {
     /// container uses.
     pub async fn forget(&self, instance: &str, challenge: &str) -> Vec<String> {
         self.logs().remove(challenge);
+        self.retry(challenge);
         self.remove_old(instance, challenge, &[], 0).await
     }
 
@@ -271,10 +295,17 @@ impl<R: Runtime> Builder<R> {
         match result {
             Ok(out) => {
                 self.keep_log(challenge, out.log);
+                self.retry(challenge);
                 Ok(out.image_id)
             }
             Err(RuntimeError::Build { message, log }) => {
                 self.keep_log(challenge, log.clone());
+                let failure = Failure {
+                    tag: tag.to_string(),
+                    message: message.clone(),
+                    log: log.clone(),
+                };
+                lock(&self.failures).insert(challenge.to_string(), failure);
                 Err(BuildError::Failed {
                     challenge: challenge.to_string(),
                     message,
@@ -317,9 +348,24 @@ impl<R: Runtime> Builder<R> {
         self.logs().insert(challenge.to_string(), log);
     }
 
-    fn logs(&self) -> MutexGuard<'_, HashMap<String, Vec<String>>> {
-        self.logs.lock().unwrap_or_else(|p| p.into_inner())
+    /// The failure of the last build of `challenge` when it was of this very content.
+    fn failed_before(&self, challenge: &str, tag: &str) -> Option<BuildError> {
+        let failures = lock(&self.failures);
+        let failure = failures.get(challenge)?;
+        (failure.tag == tag).then(|| BuildError::Failed {
+            challenge: challenge.to_string(),
+            message: failure.message.clone(),
+            log: failure.log.clone(),
+        })
     }
+
+    fn logs(&self) -> MutexGuard<'_, HashMap<String, Vec<String>>> {
+        lock(&self.logs)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// beast's own tags of an image; its id when it is dangling (ours only by its labels); nothing
@@ -424,8 +470,25 @@ mod tests {
         assert!(text.contains("returned a non-zero code: 1"), "{text}");
         assert!(!builder.log("web").is_empty());
         assert_eq!(err.log(), builder.log("web"));
-        // Fixed: the next attempt builds.
+        // The same content is not built again (a resync must not loop on a broken build)...
         runtime.fail_builds(false);
+        let again = builder.ensure("i", "web", &spec).await.unwrap_err();
+        assert_eq!(again.to_string(), text);
+        assert_eq!(runtime.builds(), 1);
+        // ... until a redeploy asks for a retry, or the sources change.
+        builder.retry("web");
+        assert!(builder.ensure("i", "web", &spec).await.unwrap().rebuilt);
+        assert_eq!(runtime.builds(), 2);
+    }
+
+    #[tokio::test]
+    async fn changed_sources_after_a_failure_build_again() {
+        let (runtime, builder) = builder();
+        let (dir, spec) = tree();
+        runtime.fail_builds(true);
+        builder.ensure("i", "web", &spec).await.unwrap_err();
+        runtime.fail_builds(false);
+        fs::write(dir.path().join("hello.txt"), "fixed").unwrap();
         assert!(builder.ensure("i", "web", &spec).await.unwrap().rebuilt);
     }
 
