@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod backoff;
+pub mod build;
 pub mod cli;
 pub mod client;
 pub mod containers;

@@ -4,27 +4,29 @@
 //! are mapped to [`RuntimeError`]: 404 → NotFound, 409 → Conflict, 304 → success (already in the
 //! asked state), transport failures → Unavailable.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::exec::StartExecResults;
+use bollard::models::{BuildInfo, EventMessage, ExecConfig, ImageSummary};
 use bollard::models::{
     ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, HostConfig,
     PortBinding as DockerPortBinding, PortSummaryTypeEnum, RestartPolicy, RestartPolicyNameEnum,
 };
-use bollard::models::{EventMessage, ExecConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RenameContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RenameContainerOptionsBuilder,
+    RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
 
 use super::{
-    ByteStream, ContainerSpec, ContainerState, EngineEvent, EventStream, ImageIndex, Observed,
-    PortBinding, Result, Runtime, RuntimeError, Termination, LABEL_CHALLENGE, LABEL_INSTANCE,
+    BuildOutput, ByteStream, ContainerSpec, ContainerState, EngineEvent, EventStream, ImageIndex,
+    ImageInfo, Observed, PortBinding, Result, Runtime, RuntimeError, Termination, LABEL_CHALLENGE,
+    LABEL_INSTANCE,
 };
 use crate::model::Protocol;
 
@@ -220,7 +222,156 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     }
 }
 
+/// The lines of one build stream message, for the build log.
+fn build_lines(info: &BuildInfo) -> Vec<String> {
+    let text = info
+        .stream
+        .as_deref()
+        .or(info.status.as_deref())
+        .unwrap_or("");
+    text.lines()
+        .map(|l| l.trim_end().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// The engine's error, prefixed with the step it failed in (`Step 3/4 : RUN false`) when the
+/// log shows one and the message does not already name it.
+fn build_failure(message: &str, log: &[String]) -> String {
+    let step = log.iter().rev().find(|l| l.starts_with("Step "));
+    match step {
+        Some(step) if !message.contains(step.as_str()) => format!("{step}: {message}"),
+        _ => message.to_string(),
+    }
+}
+
+fn image_info(summary: ImageSummary) -> ImageInfo {
+    ImageInfo {
+        id: summary.id,
+        tags: summary
+            .repo_tags
+            .into_iter()
+            .filter(|t| t != "<none>:<none>")
+            .collect(),
+        created: summary.created,
+        labels: summary.labels.into_iter().collect(),
+    }
+}
+
+impl DockerRuntime {
+    /// Runs a build stream to its end: the log, the image id the builder announced (if it did),
+    /// or the engine's error.
+    async fn run_build(
+        &self,
+        options: bollard::query_parameters::BuildImageOptions,
+        tar: Vec<u8>,
+    ) -> Result<(Vec<String>, Option<String>)> {
+        let mut stream = self.docker.build_image(
+            options,
+            None,
+            Some(bollard::body_full(bytes::Bytes::from(tar))),
+        );
+        let mut log = Vec::new();
+        let mut image_id = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    log.extend(build_lines(&info));
+                    if let Some(id) = info.aux.and_then(|aux| aux.id) {
+                        image_id = Some(id);
+                    }
+                }
+                Err(BollardError::DockerStreamError { error }) => {
+                    log.push(error.trim_end().to_string());
+                    let message = build_failure(error.trim_end(), &log);
+                    return Err(RuntimeError::Build { message, log });
+                }
+                // The engine refused the request itself (e.g. 400 for a bad Dockerfile path or
+                // a missing FROM image, 500 for a broken context): still a failed build.
+                Err(BollardError::DockerResponseServerError {
+                    status_code,
+                    message,
+                }) if status_code < 500 || !log.is_empty() => {
+                    log.push(message.clone());
+                    return Err(RuntimeError::Build { message, log });
+                }
+                Err(err) => return Err(map_err(err)),
+            }
+        }
+        Ok((log, image_id))
+    }
+}
+
 impl Runtime for DockerRuntime {
+    async fn build(
+        &self,
+        tar: Vec<u8>,
+        tag: &str,
+        dockerfile: &str,
+        args: &BTreeMap<String, String>,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<BuildOutput> {
+        let args: HashMap<String, String> = args.clone().into_iter().collect();
+        let labels: HashMap<String, String> = labels.clone().into_iter().collect();
+        // `pull` is left unset: the engine then never pulls (there is no registry here).
+        let options = BuildImageOptionsBuilder::new()
+            .t(tag)
+            .dockerfile(dockerfile)
+            .buildargs(&args)
+            .labels(&labels)
+            .rm(true)
+            .forcerm(true)
+            .build();
+        let (log, announced) = self.run_build(options, tar).await?;
+        // The legacy builder announces the id in an `aux` message; ask the engine otherwise.
+        let image_id = match announced {
+            Some(id) => id,
+            None => self
+                .image_id(tag)
+                .await?
+                .ok_or_else(|| RuntimeError::Build {
+                    message: format!("the build ended without an image tagged {tag}"),
+                    log: log.clone(),
+                })?,
+        };
+        Ok(BuildOutput { image_id, log })
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<()> {
+        let options = RemoveImageOptionsBuilder::new().force(false).build();
+        match self
+            .docker
+            .remove_image(reference, Some(options), None)
+            .await
+        {
+            Ok(_)
+            | Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(err) => Err(map_err(err)),
+        }
+    }
+
+    async fn list_images_with_label(&self, key: &str, value: &str) -> Result<Vec<ImageInfo>> {
+        let filters: HashMap<&str, Vec<String>> =
+            HashMap::from([("label", vec![format!("{key}={value}")])]);
+        let options = ListImagesOptionsBuilder::new()
+            .all(false)
+            .filters(&filters)
+            .build();
+        let images = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .map_err(map_err)?;
+        Ok(images
+            .into_iter()
+            .map(image_info)
+            // Never act on an image the filter should not have returned.
+            .filter(|i| i.labels.get(key).map(String::as_str) == Some(value))
+            .collect())
+    }
+
     async fn ping(&self) -> Result<()> {
         self.docker.ping().await.map(|_| ()).map_err(map_err)
     }

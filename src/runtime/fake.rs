@@ -2,15 +2,15 @@
 //! path without Docker, and for tests of code above the runtime. Never used by `beast run`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
 
 use super::{
-    ByteStream, ContainerSpec, ContainerState, EventStream, ImageIndex, Observed, Result, Runtime,
-    RuntimeError, Termination, LABEL_CHALLENGE, LABEL_INSTANCE,
+    BuildOutput, ByteStream, ContainerSpec, ContainerState, EventStream, ImageIndex, ImageInfo,
+    Observed, Result, Runtime, RuntimeError, Termination, LABEL_CHALLENGE, LABEL_INSTANCE,
 };
 
 /// A fake engine holding containers in a map; counts the mutating calls it served.
@@ -20,6 +20,11 @@ pub struct FakeRuntime {
     images: Mutex<ImageIndex>,
     next_id: AtomicU64,
     mutations: AtomicU64,
+    /// Images made by `build`, oldest first.
+    built: Mutex<Vec<ImageInfo>>,
+    builds: AtomicU64,
+    fail_builds: AtomicBool,
+    used_images: Mutex<Vec<String>>,
 }
 
 impl FakeRuntime {
@@ -30,6 +35,26 @@ impl FakeRuntime {
     /// Makes `reference` resolvable to `id`.
     pub fn add_image(&self, reference: &str, id: &str) {
         lock(&self.images).insert(reference, id);
+    }
+
+    /// How many builds ran (failed ones included).
+    pub fn builds(&self) -> u64 {
+        self.builds.load(Ordering::Relaxed)
+    }
+
+    /// Makes every following build fail (as `RUN false` would) until set back.
+    pub fn fail_builds(&self, fail: bool) {
+        self.fail_builds.store(fail, Ordering::Relaxed);
+    }
+
+    /// The images `build` made that still exist, oldest first.
+    pub fn built_images(&self) -> Vec<ImageInfo> {
+        lock(&self.built).clone()
+    }
+
+    /// Marks an image as used by a container: removing it is then a conflict, as on Docker.
+    pub fn use_image(&self, id: &str) {
+        lock(&self.used_images).push(id.to_string());
     }
 
     /// How many create/start/stop/remove/rename/unpause calls were made.
@@ -62,6 +87,66 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Runtime for FakeRuntime {
+    async fn build(
+        &self,
+        tar: Vec<u8>,
+        tag: &str,
+        _dockerfile: &str,
+        _args: &BTreeMap<String, String>,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<BuildOutput> {
+        let n = self.builds.fetch_add(1, Ordering::Relaxed) + 1;
+        let log = vec![format!("Step 1/1 : fake build of {} bytes", tar.len())];
+        if self.fail_builds.load(Ordering::Relaxed) {
+            return Err(RuntimeError::Build {
+                message: "The command '/bin/sh -c false' returned a non-zero code: 1".to_string(),
+                log,
+            });
+        }
+        let id = format!("sha256:fakeimage{n:048}");
+        lock(&self.images).insert(tag, &id);
+        lock(&self.built).push(ImageInfo {
+            id: id.clone(),
+            tags: vec![tag.to_string()],
+            created: i64::try_from(n).unwrap_or(i64::MAX),
+            labels: labels.clone(),
+        });
+        Ok(BuildOutput { image_id: id, log })
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<()> {
+        let mut built = lock(&self.built);
+        let Some(pos) = built
+            .iter()
+            .position(|i| i.id == reference || i.tags.iter().any(|t| t == reference))
+        else {
+            return Ok(());
+        };
+        if built[pos].tags.len() > 1 {
+            built[pos].tags.retain(|t| t != reference);
+            lock(&self.images).remove(reference);
+            return Ok(());
+        }
+        if lock(&self.used_images).contains(&built[pos].id) {
+            return Err(RuntimeError::Conflict(format!(
+                "image {reference} is being used by a container"
+            )));
+        }
+        let image = built.remove(pos);
+        let mut images = lock(&self.images);
+        image.tags.iter().for_each(|t| images.remove(t));
+        images.remove(&image.id);
+        Ok(())
+    }
+
+    async fn list_images_with_label(&self, key: &str, value: &str) -> Result<Vec<ImageInfo>> {
+        Ok(lock(&self.built)
+            .iter()
+            .filter(|i| i.labels.get(key).map(String::as_str) == Some(value))
+            .cloned()
+            .collect())
+    }
+
     async fn ping(&self) -> Result<()> {
         Ok(())
     }

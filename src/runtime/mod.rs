@@ -133,6 +133,11 @@ impl ImageIndex {
         self.ids.insert(id.to_string(), id.to_string());
     }
 
+    /// Forgets `reference` (an image untagged or removed).
+    pub fn remove(&mut self, reference: &str) {
+        self.ids.remove(&normalize_ref(reference));
+    }
+
     /// The id of `reference` (`name`, `name:tag` or an id), if the engine has it.
     pub fn resolve(&self, reference: &str) -> Option<&str> {
         self.ids.get(&normalize_ref(reference)).map(String::as_str)
@@ -178,6 +183,25 @@ pub struct Termination {
     pub restart_count: i64,
 }
 
+/// What a successful image build gives back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildOutput {
+    pub image_id: String,
+    /// The builder's output, one line an entry.
+    pub log: Vec<String>,
+}
+
+/// One image as listed by the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub id: String,
+    /// `name:tag` references; empty for a dangling image.
+    pub tags: Vec<String>,
+    /// Creation time, seconds since the epoch.
+    pub created: i64,
+    pub labels: BTreeMap<String, String>,
+}
+
 /// A stream of raw bytes (container output).
 pub type ByteStream = futures::stream::BoxStream<'static, Result<bytes::Bytes>>;
 
@@ -195,6 +219,10 @@ pub enum RuntimeError {
     Engine { status: u16, message: String },
     #[error("engine unavailable: {0}")]
     Unavailable(String),
+    /// The build ran and failed; `message` is the engine's (the failing step and its exit code
+    /// where the engine says them), `log` the builder's output up to the failure.
+    #[error("build failed: {message}")]
+    Build { message: String, log: Vec<String> },
 }
 
 impl RuntimeError {
@@ -220,6 +248,26 @@ pub trait Runtime: Send + Sync + 'static {
     fn images(&self) -> impl Future<Output = Result<ImageIndex>> + Send;
     /// The id of one image reference, `None` when the engine does not have it.
     fn image_id(&self, reference: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// Builds an image from a context tar and tags it `tag`. Never pulls (there may be no
+    /// registry): every `FROM` must already be on the engine. A failed build is
+    /// [`RuntimeError::Build`].
+    fn build(
+        &self,
+        tar: Vec<u8>,
+        tag: &str,
+        dockerfile: &str,
+        args: &BTreeMap<String, String>,
+        labels: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<BuildOutput>> + Send;
+    /// Removes an image reference (untags it; removes the image with its last tag) without
+    /// force: an image a container uses is a [`RuntimeError::Conflict`]. Gone already is success.
+    fn remove_image(&self, reference: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Every image carrying the label `key=value`: ONE list call.
+    fn list_images_with_label(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<Vec<ImageInfo>>> + Send;
     /// Creates (does not start) a container; returns its id.
     fn create(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String>> + Send;
     fn start(&self, id: &str) -> impl Future<Output = Result<()>> + Send;

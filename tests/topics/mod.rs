@@ -1,4 +1,5 @@
 mod api;
+mod build;
 mod cli;
 mod converge;
 mod git;
