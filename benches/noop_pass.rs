@@ -61,6 +61,7 @@ async fn bench() {
         instance: "bench".into(),
         defaults: Defaults::default(),
         stop_grace: Duration::ZERO,
+        build_workers: 1,
     };
     let ports = PortAllocator::in_memory(PortRange {
         lo: 20000,

@@ -155,6 +155,9 @@ pub struct LogsArgs {
     /// Which replica (1-based); the server's default when omitted.
     #[arg(long)]
     pub replica: Option<u32>,
+    /// Show the last image build's output (spec.build) instead of the containers'.
+    #[arg(long)]
+    pub build: bool,
 }
 
 /// Log output format.
@@ -241,6 +244,9 @@ pub struct RunArgs {
     /// Grace period for a container to stop before it is killed.
     #[arg(long, env = "BEAST_STOP_GRACE", default_value = "2s")]
     pub stop_grace: humantime::Duration,
+    /// Image builds (spec.build) that may run at once.
+    #[arg(long, env = "BEAST_BUILD_WORKERS", default_value_t = crate::build::DEFAULT_WORKERS)]
+    pub build_workers: usize,
     /// Log format.
     #[arg(long, env = "BEAST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

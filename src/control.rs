@@ -26,6 +26,10 @@ impl<R: Runtime> Control for OperatorControl<R> {
         self.reconciler.request_redeploy(name);
     }
 
+    fn build_log(&self, name: &str) -> Vec<String> {
+        self.reconciler.build_log(name)
+    }
+
     fn logs(
         &self,
         name: &str,

@@ -233,6 +233,7 @@ mod tests {
                 instance: "notify-test".into(),
                 defaults: Defaults::default(),
                 stop_grace: Duration::from_secs(1),
+                build_workers: 1,
             },
             PortAllocator::in_memory(PortRange {
                 lo: 40000,

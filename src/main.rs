@@ -104,6 +104,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         port_range: args.source.port_range,
         defaults: defaults(&args.source)?,
         stop_grace: args.stop_grace.into(),
+        build_workers: args.build_workers,
         debounce: args.debounce.into(),
         auth,
         git: args.git.url.clone().map(|url| GitConfig {
@@ -199,6 +200,7 @@ async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         instance: args.source.instance.clone(),
         defaults: defaults(&args.source)?,
         stop_grace: std::time::Duration::from_secs(2),
+        build_workers: 1,
     };
     let reconciler = Reconciler::new(
         Arc::new(runtime),

@@ -68,6 +68,8 @@ pub struct RunConfig {
     pub port_range: PortRange,
     pub defaults: Defaults,
     pub stop_grace: Duration,
+    /// Image builds that may run at once.
+    pub build_workers: usize,
     /// Quiet time that ends a burst of file changes.
     pub debounce: Duration,
     /// The API's token keys, or disabled (`--no-auth`).
@@ -131,6 +133,7 @@ pub async fn run<R: Runtime>(
         instance: config.instance.clone(),
         defaults: config.defaults.clone(),
         stop_grace: config.stop_grace,
+        build_workers: config.build_workers,
     };
     let reconciler = Reconciler::new(
         runtime.clone(),

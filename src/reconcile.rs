@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::build::{BuildError, Builder};
 use crate::containers::{container_name, hash_of, replica_spec, Defaults, Image};
 use crate::desired::{DesiredStore, Entry};
-use crate::model::{Challenge, ImageSource, RunSpec};
+use crate::model::{BuildSpec, Challenge, ImageSource, RunSpec};
 use crate::notify::{Kind, Notifier};
 use crate::plan::{plan_all, plan_challenge, Op, Want, Why};
 use crate::ports::{write_table, PortAllocator, PortError, PortKey};
@@ -26,8 +27,11 @@ use crate::status::{valid_reason, ContainerStatus, Phase, StatusBoard};
 pub enum ReconcileError {
     #[error("image {0:?} not found in the engine (build or load it, or fix spec.image)")]
     ImageNotFound(String),
-    #[error("challenge {0} is built from source, which this version of beast cannot do yet")]
-    BuildUnsupported(String),
+    /// A resync pass leaves builds to the workers.
+    #[error("challenge {0} is built from source; a worker builds it")]
+    BuildDeferred(String),
+    #[error(transparent)]
+    Build(#[from] BuildError),
     #[error(transparent)]
     Ports(#[from] PortError),
     #[error("{name}: host port {port} is already in use on this host (by another container or process); free it or choose another hostPort")]
@@ -45,7 +49,9 @@ impl ReconcileError {
     fn reason(&self) -> &'static str {
         match self {
             ReconcileError::ImageNotFound(_) => "ImageNotFound",
-            ReconcileError::BuildUnsupported(_) => "BuildUnsupported",
+            ReconcileError::BuildDeferred(_) => "Building",
+            ReconcileError::Build(e) if e.is_engine_outage() => "EngineUnavailable",
+            ReconcileError::Build(e) => e.reason(),
             ReconcileError::Ports(_) => "PortAllocation",
             ReconcileError::HostPortInUse { .. } => "HostPortInUse",
             ReconcileError::Runtime { source, .. } if source.is_unavailable() => {
@@ -57,7 +63,11 @@ impl ReconcileError {
 
     /// True when the engine could not be reached: not the challenge's fault.
     pub fn is_engine_outage(&self) -> bool {
-        matches!(self, ReconcileError::Runtime { source, .. } if source.is_unavailable())
+        match self {
+            ReconcileError::Runtime { source, .. } => source.is_unavailable(),
+            ReconcileError::Build(e) => e.is_engine_outage(),
+            _ => false,
+        }
     }
 }
 
@@ -76,6 +86,8 @@ pub struct Settings {
     pub defaults: Defaults,
     /// How long a container gets to stop before it is killed (on replace and remove).
     pub stop_grace: Duration,
+    /// Builds from source that may run at once.
+    pub build_workers: usize,
 }
 
 /// Readiness facts shared with `/readyz`.
@@ -115,6 +127,7 @@ pub struct Reconciler<R: Runtime> {
     ports: Mutex<PortAllocator>,
     /// Serialises writes of the port table (taken before the table's own lock).
     port_writer: Mutex<()>,
+    builder: Builder<R>,
     /// Challenges whose next reconcile recreates everything (`redeploy`).
     redeploy: Mutex<HashSet<String>>,
     /// Containers beast itself is stopping, restarting or removing: their exits are no crash.
@@ -139,6 +152,7 @@ impl<R: Runtime> Reconciler<R> {
         settings: Settings,
         ports: PortAllocator,
     ) -> Arc<Reconciler<R>> {
+        let builder = Builder::new(runtime.clone(), settings.build_workers);
         Arc::new_cyclic(|me| Reconciler {
             runtime,
             store,
@@ -149,6 +163,7 @@ impl<R: Runtime> Reconciler<R> {
             settings,
             ports: Mutex::new(ports),
             port_writer: Mutex::new(()),
+            builder,
             redeploy: Mutex::new(HashSet::new()),
             expected: Mutex::new(HashSet::new()),
             queue: Mutex::new(None),
@@ -192,8 +207,10 @@ impl<R: Runtime> Reconciler<R> {
         }
     }
 
-    /// Asks the next reconcile of `name` to recreate its containers even if nothing changed.
+    /// Asks the next reconcile of `name` to recreate its containers even if nothing changed
+    /// (and to build again a source that failed to build before).
     pub fn request_redeploy(&self, name: &str) {
+        self.builder.retry(name);
         self.redeploy
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -378,6 +395,7 @@ impl<R: Runtime> Reconciler<R> {
         match &entry {
             None => {
                 self.prober.forget(name);
+                self.builder.forget(self.instance(), name).await;
                 self.status.remove(name);
                 self.ports().release(name, 0);
                 self.persist_ports()?;
@@ -433,21 +451,26 @@ impl<R: Runtime> Reconciler<R> {
         if challenge.replicas == 0 {
             return Ok(Wanted::Nothing);
         }
-        let image = match &run.source {
-            ImageSource::Image(image) => image.clone(),
-            ImageSource::Build(_) => {
-                return Err(ReconcileError::BuildUnsupported(challenge.name.clone()))
+        let (image, image_id) = match &run.source {
+            ImageSource::Image(image) => {
+                let id = match images {
+                    Some(pass) => pass.images.resolve(image).map(str::to_string),
+                    None => self
+                        .runtime
+                        .image_id(image)
+                        .await
+                        .map_err(rt("inspect image for", &challenge.name))?,
+                };
+                let id = id.ok_or_else(|| ReconcileError::ImageNotFound(image.clone()))?;
+                (image.clone(), id)
+            }
+            ImageSource::Build(spec) => {
+                if images.is_some() {
+                    return Err(ReconcileError::BuildDeferred(challenge.name.clone()));
+                }
+                self.build(&challenge.name, spec).await?
             }
         };
-        let image_id = match images {
-            Some(pass) => pass.images.resolve(&image).map(str::to_string),
-            None => self
-                .runtime
-                .image_id(&image)
-                .await
-                .map_err(rt("inspect image for", &challenge.name))?,
-        };
-        let image_id = image_id.ok_or_else(|| ReconcileError::ImageNotFound(image.clone()))?;
         let reserved = match images {
             Some(pass) => std::borrow::Cow::Borrowed(&pass.reserved),
             None => std::borrow::Cow::Owned(self.store.fixed_host_ports()),
@@ -473,6 +496,54 @@ impl<R: Runtime> Reconciler<R> {
             })
             .collect();
         Ok(Wanted::Specs(specs))
+    }
+
+    /// The image of a challenge built from source: the existing build of the same content, or a
+    /// new one. A failed build keeps what runs (nothing is planned) and says why in `Built`.
+    async fn build(
+        &self,
+        name: &str,
+        spec: &BuildSpec,
+    ) -> Result<(String, String), ReconcileError> {
+        let status = self.status.clone();
+        let announce = || {
+            status.update(name, |s| {
+                s.phase = Phase::Building;
+                s.set_condition("Built", None, "Building", "building the image");
+            })
+        };
+        match self
+            .builder
+            .ensure_with(self.instance(), name, spec, announce)
+            .await
+        {
+            Ok(built) => {
+                let (reason, message) = if built.rebuilt {
+                    ("Built", format!("built {}", built.tag))
+                } else {
+                    ("UpToDate", format!("{} is current", built.tag))
+                };
+                self.status.update(name, |s| {
+                    if built.rebuilt {
+                        s.event(false, "Built", message.clone());
+                    }
+                    s.set_condition("Built", Some(true), reason, &message);
+                });
+                Ok((built.tag, built.image_id))
+            }
+            Err(err) => {
+                self.status.update(name, |s| {
+                    s.set_condition("Built", Some(false), err.reason(), &err.to_string());
+                    s.event(true, "BuildFailed", err.to_string());
+                });
+                Err(err.into())
+            }
+        }
+    }
+
+    /// The output of the last build of `name`.
+    pub fn build_log(&self, name: &str) -> Vec<String> {
+        self.builder.log(name)
     }
 
     /// Host ports of every replica, in `run.ports` order: fixed, or allocated and kept.

@@ -59,6 +59,8 @@ pub trait Control: Send + Sync + 'static {
     fn enqueue(&self, name: &str);
     /// Makes the next reconcile of `name` recreate its containers.
     fn redeploy(&self, name: &str);
+    /// The output of the last image build of `name`.
+    fn build_log(&self, name: &str) -> Vec<String>;
     /// The output of `name`'s containers (one replica, or all of them line-prefixed).
     fn logs(
         &self,
@@ -98,6 +100,9 @@ pub struct NoControl;
 impl Control for NoControl {
     fn enqueue(&self, _name: &str) {}
     fn redeploy(&self, _name: &str) {}
+    fn build_log(&self, _name: &str) -> Vec<String> {
+        Vec::new()
+    }
     fn logs(
         &self,
         _name: &str,

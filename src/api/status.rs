@@ -63,6 +63,8 @@ struct LogsQuery {
     tail: Option<usize>,
     follow: Option<bool>,
     replica: Option<u32>,
+    /// The last image build's output instead of the containers'.
+    build: Option<bool>,
 }
 
 /// Container output as text; `follow=true` keeps the response open and streams new output.
@@ -76,6 +78,20 @@ async fn logs(
         return Err(ApiError::NotFound(format!("challenge {name:?} not found")));
     }
     let tail = q.tail.unwrap_or(100).min(10_000);
+    if q.build.unwrap_or(false) {
+        let lines = state.control.build_log(&name);
+        let skip = lines.len().saturating_sub(tail);
+        let mut text = lines[skip..].join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        let mut response = text.into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        return Ok(response);
+    }
     let stream = state
         .control
         .logs(&name, q.replica, tail, q.follow.unwrap_or(false))

@@ -146,6 +146,18 @@ impl<R: Runtime> Builder<R> {
         challenge: &str,
         spec: &BuildSpec,
     ) -> Result<Built, BuildError> {
+        self.ensure_with(instance, challenge, spec, || {}).await
+    }
+
+    /// [`Builder::ensure`], calling `on_build` just before an actual build starts (to show the
+    /// `Building` phase only when there is something to build).
+    pub async fn ensure_with(
+        &self,
+        instance: &str,
+        challenge: &str,
+        spec: &BuildSpec,
+        on_build: impl FnOnce() + Send,
+    ) -> Result<Built, BuildError> {
         let context = self.prepare(challenge, spec).await?;
         let tag = image_tag(challenge, &context.hash);
         if let Some(built) = self.existing(challenge, &tag).await? {
@@ -166,6 +178,7 @@ impl<R: Runtime> Builder<R> {
         if let Some(built) = self.existing(challenge, &tag).await? {
             return Ok(built);
         }
+        on_build();
         let image_id = self.build(instance, challenge, spec, context, &tag).await?;
         self.prune(instance, challenge, &[&image_id]).await;
         Ok(Built {

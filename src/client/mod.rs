@@ -176,6 +176,7 @@ pub async fn logs(args: LogsArgs) -> ExitCode {
             tail: args.tail,
             follow: args.follow,
             replica: args.replica,
+            build: args.build,
         };
         verbs::logs(&client, &args.name, &query, &mut std::io::stdout()).await
     };

@@ -485,6 +485,7 @@ async fn logs_pass_the_query_and_stream_the_body() {
         tail: 5,
         follow: false,
         replica: Some(2),
+        build: false,
     };
     verbs::logs(&client, "echo-tcp", &query, &mut out)
         .await

@@ -417,6 +417,8 @@ pub struct LogsQuery {
     pub tail: u64,
     pub follow: bool,
     pub replica: Option<u32>,
+    /// The last image build's output instead of the containers'.
+    pub build: bool,
 }
 
 /// `logs NAME [-f]`: copies the log body to `out` as it arrives. A closed pipe
@@ -434,6 +436,9 @@ pub async fn logs(
     ];
     if let Some(replica) = query.replica {
         params.push(("replica", replica.to_string()));
+    }
+    if query.build {
+        params.push(("build", "true".to_string()));
     }
     let request = client.request(Method::GET, &path).query(&params);
     let response = client.send_streaming(request).await?;

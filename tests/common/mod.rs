@@ -414,6 +414,7 @@ impl Drop for Env {
         for name in &self.extra_cleanup {
             docker_ok(&["rm", "-f", name]);
         }
+        self.remove_built_images();
     }
 }
 
@@ -470,4 +471,17 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
         std::thread::sleep(Duration::from_millis(200));
     }
     None
+}
+
+impl Env {
+    /// Removes the images built for this test's instance (after its containers are gone).
+    pub fn remove_built_images(&self) {
+        let filter = format!("label=beast.instance={}", self.instance);
+        for id in docker(&["images", "-q", "--filter", &filter])
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            docker_ok(&["rmi", "-f", id]);
+        }
+    }
 }

@@ -248,3 +248,102 @@ async fn a_context_escaping_through_a_symlink_is_refused_before_the_engine() {
         .contains(&format!("{}", Path::new("etc").display())));
     assert!(env.tags().is_empty());
 }
+
+/// The whole cycle through `beast run`: build and serve, restart without rebuilding or
+/// recreating, a source change rebuilds and replaces, a broken Dockerfile keeps the old version
+/// serving with `Built=False`, and a `.dockerignore`d change does nothing.
+#[test]
+fn a_challenge_built_from_source_is_served_rebuilt_and_kept_on_failure() {
+    use crate::common::*;
+    use std::time::Duration;
+
+    let mut env = Env::new("build-e2e");
+    let dockerfile = "FROM beast-examples/busybox:1\nCOPY www /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n";
+    env.write("web/Dockerfile", dockerfile);
+    env.write("web/www/index.html", "version one\n");
+    env.write("web/.dockerignore", "notes.txt\n");
+    env.write("web/notes.txt", "author notes\n");
+    env.write(
+        "web/challenge.yaml",
+        "apiVersion: beast/v1\nkind: Challenge\nmetadata:\n  name: web\nspec:\n  build: {context: .}\n  ports:\n    - port: 8080\n",
+    );
+    env.start();
+    env.wait_running("web");
+    let port = env.host_ports("web")[0];
+    assert_eq!(http_get(port, "/").as_deref(), Some("version one\n"));
+    assert!(env
+        .condition("web", "Built")
+        .is_some_and(|c| c["status"] == "True"));
+    let tag = docker(&["inspect", "-f", "{{.Config.Image}}", &env.name("web", 1)]);
+    assert!(tag.starts_with("beast-build/web:"), "{tag}");
+    let filter = format!("label=beast.instance={}", env.instance);
+    let images_of = move || docker(&["images", "-q", "--filter", &filter]);
+
+    // A restart: no rebuild, no recreate.
+    let before = env.containers();
+    let log_len = env.log().len();
+    assert!(env.stop().success());
+    env.start();
+    env.wait_running("web");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(env.containers(), before);
+    assert!(
+        !env.log()[log_len..].contains("applying"),
+        "a restart applied operations"
+    );
+
+    // An ignored file changes nothing.
+    env.write("web/notes.txt", "more notes\n");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(env.containers(), before);
+
+    // A source change rebuilds and replaces.
+    env.write("web/www/index.html", "version two\n");
+    env.wait_for("version two", Duration::from_secs(60), |_| {
+        http_get(port, "/").as_deref() == Some("version two\n")
+    });
+    let after_rebuild = env.container_id(&env.name("web", 1));
+
+    // A broken Dockerfile: Built=False with the reason, the old version keeps serving.
+    env.write(
+        "web/Dockerfile",
+        &dockerfile.replace("COPY www /www", "COPY www /www\nRUN echo breaking && false"),
+    );
+    env.wait_for("Built=False", Duration::from_secs(60), |env| {
+        env.condition("web", "Built")
+            .is_some_and(|c| c["status"] == "False")
+    });
+    let built = env.condition("web", "Built").unwrap();
+    assert!(
+        built["message"]
+            .as_str()
+            .unwrap()
+            .contains("non-zero code: 1"),
+        "{built}"
+    );
+    assert_eq!(http_get(port, "/").as_deref(), Some("version two\n"));
+    assert_eq!(env.container_id(&env.name("web", 1)), after_rebuild);
+    let (code, log) = {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                "-H",
+                &format!("Authorization: Bearer {}", env.token),
+            ])
+            .arg(format!(
+                "{}/api/v1/status/challenges/web/logs?build=true",
+                env.api
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+    assert_eq!(code, "200");
+    assert!(log.contains("breaking"), "{log}");
+
+    assert!(!images_of().is_empty());
+}
