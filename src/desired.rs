@@ -47,6 +47,8 @@ pub struct Entry {
     pub errors: Vec<String>,
     /// Lifecycle: an undeployed challenge stays known but runs nothing.
     pub deployed: bool,
+    /// The git commit the current spec came from (a `--git` source).
+    pub commit: Option<String>,
 }
 
 impl Entry {
@@ -60,6 +62,7 @@ impl Entry {
             resource_version: 0,
             errors: Vec::new(),
             deployed,
+            commit: None,
         }
     }
 
@@ -107,6 +110,8 @@ pub struct DirSnapshot {
     pub claims: BTreeMap<String, Vec<(String, Claim)>>,
     /// Errors of files that could not be attributed to a name (e.g. a YAML syntax error), by file.
     pub file_errors: BTreeMap<String, Vec<String>>,
+    /// The git commit the scanned tree was checked out from (a `--git` source).
+    pub commit: Option<String>,
 }
 
 /// The store. Cheap to clone (shared).
@@ -242,6 +247,7 @@ impl DesiredStore {
                 Claim::Valid { challenge, raw } => {
                     entry.accept(*challenge, raw.map(|r| *r));
                     entry.resource_version = entry.generation;
+                    entry.commit = snapshot.commit.clone();
                 }
                 Claim::Invalid(errors) => entry.errors = errors,
             }

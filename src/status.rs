@@ -239,6 +239,9 @@ impl StatusBoard {
 pub struct ChallengeStatus {
     pub name: String,
     pub source: String,
+    /// The git commit the running spec was deployed from (`--git` sources).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
     pub generation: u64,
     pub status: StatusBody,
 }
@@ -287,6 +290,7 @@ pub fn view(entry: &Entry, runtime: Option<RuntimeStatus>) -> ChallengeStatus {
     ChallengeStatus {
         name: entry.name.clone(),
         source: entry.source.to_string(),
+        commit: entry.commit.clone(),
         generation: entry.generation,
         status: StatusBody {
             phase: rs.phase,

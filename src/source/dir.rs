@@ -39,7 +39,10 @@ pub fn scan(root: &Path) -> Result<DirSnapshot, DirError> {
     }
     std::fs::read_dir(root).map_err(|e| unreadable(e.to_string()))?;
     let files = manifest::discover(root).map_err(|e| unreadable(e.to_string()))?;
-    let mut snapshot = DirSnapshot::default();
+    let mut snapshot = DirSnapshot {
+        commit: checkout_commit(root),
+        ..DirSnapshot::default()
+    };
     for path in files {
         let display = display_name(root, &path);
         match manifest::load_file(&path, root, &display) {
@@ -87,6 +90,16 @@ pub fn scan(root: &Path) -> Result<DirSnapshot, DirError> {
         }
     }
     Ok(snapshot)
+}
+
+/// The commit of a git checkout root: the `--git` source's `current` link points at a tree
+/// named after its commit.
+fn checkout_commit(root: &Path) -> Option<String> {
+    let target = std::fs::read_link(root).ok()?;
+    let name = target.file_name()?.to_str()?;
+    let is_sha =
+        (name.len() == 40 || name.len() == 64) && name.chars().all(|c| c.is_ascii_hexdigit());
+    is_sha.then(|| name.to_string())
 }
 
 /// How a file is named in messages and in `source`: the root as given plus the relative path.

@@ -314,7 +314,7 @@ fn beast_run_git_deploys_and_a_signed_webhook_picks_up_a_push() {
         "{source}"
     );
 
-    remote.commit(&[("web/challenge.yaml", &manifest("web", "w"))], "two");
+    let second = remote.commit(&[("web/challenge.yaml", &manifest("web", "w"))], "two");
     let body = r#"{"ref":"refs/heads/main"}"#;
     assert_eq!(
         post_hook(&env.api, body, &github_signature("wrong", body)),
@@ -330,4 +330,13 @@ fn beast_run_git_deploys_and_a_signed_webhook_picks_up_a_push() {
     );
     env.wait_running("web");
     assert!(env.running("echo", 1), "echo keeps running");
+    // The status names the commit each challenge was deployed from.
+    let head = |env: &crate::common::Env, name: &str| {
+        env.status(name).unwrap()["commit"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(head(&env, "web").len(), 40, "{}", head(&env, "web"));
+    assert_eq!(head(&env, "web"), second);
 }
