@@ -20,8 +20,7 @@ use crate::status::{now_rfc3339, LastTermination};
 
 /// Actions that can mean damage (or its repair) and so warrant a look.
 const TRIGGERS: &[&str] = &[
-    "die", "oom", "destroy", "stop", "kill", "pause", "unpause", "start", "rename", "update",
-    "create",
+    "die", "oom", "destroy", "stop", "kill", "pause", "rename", "update",
 ];
 
 /// Follows the engine's events until `stop` flips.
@@ -33,10 +32,14 @@ pub async fn follow<R: Runtime>(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(250);
+    let mut first = true;
     loop {
         let mut stream = reconciler.runtime.events(reconciler.instance());
-        // Whatever happened while we were not listening is found by a full pass.
-        resync_now.notify_one();
+        // Whatever happened while we were not listening is found by a full pass (the first
+        // connect coincides with the operator's own first pass).
+        if !std::mem::take(&mut first) {
+            resync_now.notify_one();
+        }
         let mut got_any = false;
         loop {
             tokio::select! {
