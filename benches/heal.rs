@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use beast::runtime::docker::DockerRuntime;
-use beast::runtime::{EventStream, Runtime};
+use beast::runtime::{EngineEvent, EventStream, Runtime};
 
 const IMAGE: &str = "beast-examples/busybox:1";
 
@@ -48,9 +48,27 @@ fn sh(args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Engine events of one instance, each stamped when it arrived. The stream is polled from the
+/// start by its own task (a stream not yet polled has not subscribed and would miss events).
+type Events = tokio::sync::mpsc::UnboundedReceiver<(Instant, EngineEvent)>;
+
+async fn subscribe(docker: &DockerRuntime, instance: &str) -> Events {
+    let mut stream: EventStream = docker.events(instance);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(e)) = stream.next().await {
+            if tx.send((Instant::now(), e)).is_err() {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await; // connected
+    rx
+}
+
 /// Waits for the next event with `action` whose container name satisfies `name_ok`.
 async fn next_event(
-    events: &mut EventStream,
+    events: &mut Events,
     action: &str,
     name_ok: impl Fn(&str) -> bool,
 ) -> Result<Instant, String> {
@@ -59,10 +77,9 @@ async fn next_event(
     loop {
         tokio::select! {
             _ = &mut deadline => return Err(format!("no {action} event within 60 s")),
-            item = events.next() => match item {
-                Some(Ok(e)) if e.action == action && name_ok(&e.name) => return Ok(Instant::now()),
-                Some(Ok(_)) => {}
-                Some(Err(err)) => return Err(err.to_string()),
+            item = events.recv() => match item {
+                Some((at, e)) if e.action == action && name_ok(&e.name) => return Ok(at),
+                Some(_) => {}
                 None => return Err("event stream ended".into()),
             }
         }
@@ -98,7 +115,7 @@ async fn run() -> Result<(), String> {
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?;
     let mut beast = Command::new(env!("CARGO_BIN_EXE_beast"))
-        .args(["run", "--manifests"])
+        .args(["run", "--no-auth", "--manifests"])
         .arg(&manifests)
         .arg("--state-dir")
         .arg(dir.path().join("state"))
@@ -126,8 +143,7 @@ async fn run() -> Result<(), String> {
         ] {
             let mut times = Vec::new();
             for _ in 0..tries {
-                let mut events = docker.events(&instance);
-                tokio::time::sleep(Duration::from_millis(100)).await; // let the stream connect
+                let mut events = subscribe(&docker, &instance).await;
                 times.push(damage_and_wait(&mut events, &name, damage, |n| n == name).await?);
                 wait_running(&name).await?;
                 tokio::time::sleep(Duration::from_millis(1500)).await; // let restart backoffs reset a little
@@ -169,8 +185,7 @@ async fn run() -> Result<(), String> {
         let mut times = Vec::new();
         for _ in 0..tries {
             wait_running(&rp_name).await?;
-            let mut events = docker.events(&rp_instance);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut events = subscribe(&docker, &rp_instance).await;
             times.push(
                 damage_and_wait(&mut events, &rp_name, Damage::Kill, |n| n == rp_name).await?,
             );
@@ -224,7 +239,7 @@ enum Damage {
 
 /// Damages `name` and returns the time from the damage event to the replacement's start event.
 async fn damage_and_wait(
-    events: &mut EventStream,
+    events: &mut Events,
     name: &str,
     damage: Damage,
     matches: impl Fn(&str) -> bool + Copy,
@@ -308,8 +323,7 @@ async fn swarm(docker: &DockerRuntime, pid: u32, tries: usize) -> Result<Duratio
             if task.is_empty() {
                 return Err("the swarm task never ran".to_string());
             }
-            let mut events = docker.events(&instance);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut events = subscribe(docker, &instance).await;
             times.push(
                 damage_and_wait(&mut events, &task, Damage::Remove, |n| {
                     n.starts_with(&prefix)

@@ -14,6 +14,7 @@ pub mod containers;
 pub mod control;
 pub mod desired;
 pub mod dryrun;
+pub mod durable;
 pub mod events;
 pub mod import;
 pub mod manifest;

@@ -7,7 +7,6 @@
 //! talks to the engine.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -258,19 +257,12 @@ impl PortAllocator {
     }
 }
 
-/// Writes a table durably: temp file in the same directory, fsync, rename over the old one.
+/// Writes the table durably (see [`crate::durable`]).
 pub fn write_table(file: &Path, bytes: &[u8]) -> Result<(), PortError> {
-    let write_err = |source| PortError::Write {
+    crate::durable::write_atomically(file, bytes).map_err(|source| PortError::Write {
         path: file.to_path_buf(),
         source,
-    };
-    let dir = file.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(write_err)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
-    tmp.write_all(bytes).map_err(write_err)?;
-    tmp.as_file().sync_all().map_err(write_err)?;
-    tmp.persist(file).map_err(|e| write_err(e.error))?;
-    Ok(())
+    })
 }
 
 /// Whether nothing on this host listens on `port` (a bind probe, released at once).

@@ -11,7 +11,6 @@
 //! to admins through the API but never logged; errors are recorded without the URL, and the
 //! table is written with owner-only permissions (as `tempfile` creates it).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -390,19 +389,12 @@ fn set_aside(file: &Path) {
     }
 }
 
-/// Writes durably: temp file in the same directory, fsync, rename over the old one.
+/// Writes the table durably (see [`crate::durable`]).
 fn write_table(file: &Path, bytes: &[u8]) -> Result<(), NotifyError> {
-    let write_err = |source| NotifyError::Write {
+    crate::durable::write_atomically(file, bytes).map_err(|source| NotifyError::Write {
         path: file.to_path_buf(),
         source,
-    };
-    let dir = file.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(write_err)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
-    tmp.write_all(bytes).map_err(write_err)?;
-    tmp.as_file().sync_all().map_err(write_err)?;
-    tmp.persist(file).map_err(|e| write_err(e.error))?;
-    Ok(())
+    })
 }
 
 /// The JSON a webhook receives: Slack reads `text`, Discord `content`, others `beast`.

@@ -220,28 +220,7 @@ impl Env {
     }
 
     pub fn get_status(&self, path: &str) -> Option<(u16, Value)> {
-        let url = format!("{}{}", self.api, path);
-        let auth = format!("Authorization: Bearer {}", self.token);
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-m",
-                "5",
-                "-o",
-                "-",
-                "-w",
-                "\n%{http_code}",
-                "-H",
-                &auth,
-                &url,
-            ])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n')?;
-        let code: u16 = code.trim().parse().ok()?;
-        let json = serde_json::from_str(body).unwrap_or(Value::Null);
-        Some((code, json))
+        self.call("GET", path, "")
     }
 
     /// Any request with the admin token: (status, JSON body).
