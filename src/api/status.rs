@@ -40,10 +40,28 @@ pub fn routes() -> Api {
             )],
         )
         .route(
+            "/api/v1/status/git",
+            get(git),
+            &[(
+                "GET",
+                "The --git source: commit, last sync, last error",
+                Some("viewer"),
+            )],
+        )
+        .route(
             "/api/v1/status/tasks/{id}",
             get(task),
             &[("GET", "A lifecycle task", Some("viewer"))],
         )
+}
+
+/// The GitOps source's state; 404 when beast runs without `--git`.
+async fn git(_: RequireViewer, State(state): State<AppState>) -> Result<Response, ApiError> {
+    let source = state
+        .git
+        .as_ref()
+        .ok_or_else(|| ApiError::NotFound("beast runs without --git".to_string()))?;
+    Ok(Json(source.status()).into_response())
 }
 
 async fn task(

@@ -339,4 +339,7 @@ fn beast_run_git_deploys_and_a_signed_webhook_picks_up_a_push() {
     };
     assert_eq!(head(&env, "web").len(), 40, "{}", head(&env, "web"));
     assert_eq!(head(&env, "web"), second);
+    let git = env.get_status("/api/v1/status/git").unwrap().1;
+    assert_eq!(git["commit"], second.as_str(), "{git}");
+    assert!(git["lastError"].is_null(), "{git}");
 }
