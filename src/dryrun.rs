@@ -2,7 +2,6 @@
 //! executing anything. Replacements are explained field by field (one inspect per replaced
 //! container: fine for a dry run, never done on the hot path).
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::containers::diff;
@@ -130,18 +129,4 @@ async fn explain<R: Runtime>(
         }
         Err(err) => vec![format!("(cannot inspect the old container: {err})")],
     }
-}
-
-/// Groups a plan's ops by kind, for tests.
-pub fn count(plan: &BTreeMap<String, Vec<Op>>) -> Summary {
-    let mut s = Summary::default();
-    for op in plan.values().flatten() {
-        match op {
-            Op::Create { .. } => s.create += 1,
-            Op::Replace { .. } => s.replace += 1,
-            Op::Remove { .. } => s.remove += 1,
-            _ => s.other += 1,
-        }
-    }
-    s
 }

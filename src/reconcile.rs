@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::build::{BuildError, Builder};
-use crate::containers::{container_name, hash_of, replica_spec, Defaults, Image};
+use crate::containers::{hash_of, replica_spec, Defaults, Image};
 use crate::desired::{DesiredStore, Entry};
 use crate::model::{BuildSpec, Challenge, ImageSource, RunSpec};
 use crate::notify::{Kind, Notifier};
@@ -954,11 +954,6 @@ impl<R: Runtime> Reconciler<R> {
             Wanted::Specs(mut specs) => specs.remove(&replica),
             Wanted::Nothing => None,
         }
-    }
-
-    /// The name a replica's container gets.
-    pub fn container_name(&self, challenge: &str, replica: u32) -> String {
-        container_name(self.instance(), challenge, replica)
     }
 }
 
