@@ -325,13 +325,7 @@ impl<R: Runtime> Reconciler<R> {
             Wanted::Nothing => BTreeMap::new(),
             Wanted::Specs(specs) => specs.clone(),
         };
-        let wants: Vec<Want> = specs
-            .iter()
-            .map(|(r, s)| Want {
-                replica: *r,
-                hash: hash_of(s).to_string(),
-            })
-            .collect();
+        let wants: Vec<Want> = wants_of(&specs);
         let refs: Vec<&Observed> = observed.iter().collect();
         let mut ops = plan_challenge(self.instance(), &wants, &refs);
         if self.take_redeploy(name) {
@@ -342,9 +336,7 @@ impl<R: Runtime> Reconciler<R> {
 
         // A corrective op on a challenge whose current generation had converged is a heal.
         let healing = entry.as_ref().is_some_and(|e| {
-            self.status
-                .get(name)
-                .is_some_and(|s| s.observed_generation == e.generation && e.generation > 0)
+            e.generation > 0 && self.status.observed_generation(name) == Some(e.generation)
         });
         if !ops.is_empty() && entry.is_some() {
             self.status.update(name, |s| s.phase = Phase::Deploying);
@@ -850,23 +842,18 @@ impl<R: Runtime> Reconciler<R> {
         let mut wants = BTreeMap::new();
         let mut needs_work = BTreeSet::new();
         let mut specs_of = BTreeMap::new();
-        for entry in self.store.snapshot() {
+        let entries = self.store.snapshot();
+        for entry in &entries {
             let mine = by_challenge
                 .get(entry.name.as_str())
                 .map(Vec::as_slice)
                 .unwrap_or(&[]);
-            match self.wanted(&entry, mine, Some(&pass)).await {
+            match self.wanted(entry, mine, Some(&pass)).await {
                 Ok(Wanted::Nothing) => {
                     wants.insert(entry.name.clone(), Vec::new());
                 }
                 Ok(Wanted::Specs(specs)) => {
-                    let w = specs
-                        .iter()
-                        .map(|(r, s)| Want {
-                            replica: *r,
-                            hash: hash_of(s).to_string(),
-                        })
-                        .collect();
+                    let w = wants_of(&specs);
                     wants.insert(entry.name.clone(), w);
                     specs_of.insert(entry.name.clone(), specs);
                 }
@@ -891,7 +878,7 @@ impl<R: Runtime> Reconciler<R> {
                 }
             }
         }
-        for entry in self.store.snapshot() {
+        for entry in &entries {
             if needs_work.contains(&entry.name) {
                 continue;
             }
@@ -901,7 +888,7 @@ impl<R: Runtime> Reconciler<R> {
                 .unwrap_or(&[]);
             let empty = BTreeMap::new();
             let specs = specs_of.get(&entry.name).unwrap_or(&empty);
-            self.record(&entry, specs, mine, true);
+            self.record(entry, specs, mine, true);
         }
         Ok(needs_work.into_iter().collect())
     }
@@ -926,13 +913,7 @@ impl<R: Runtime> Reconciler<R> {
                     wants.insert(entry.name.clone(), Vec::new());
                 }
                 Ok(Wanted::Specs(specs)) => {
-                    let w = specs
-                        .iter()
-                        .map(|(r, s)| Want {
-                            replica: *r,
-                            hash: hash_of(s).to_string(),
-                        })
-                        .collect();
+                    let w = wants_of(&specs);
                     wants.insert(entry.name.clone(), w);
                 }
                 Err(err) => {
@@ -1032,6 +1013,17 @@ impl<R: Runtime> ProbeHost for Reconciler<R> {
             queue.add(challenge.to_string());
         }
     }
+}
+
+/// What the planner needs of the wanted specs: each replica with its hash.
+fn wants_of(specs: &BTreeMap<u32, ContainerSpec>) -> Vec<Want> {
+    specs
+        .iter()
+        .map(|(r, s)| Want {
+            replica: *r,
+            hash: hash_of(s).to_string(),
+        })
+        .collect()
 }
 
 /// The ops of a redeploy: every wanted replica is recreated (planned against a hash no container

@@ -196,6 +196,11 @@ impl StatusBoard {
         self.read().get(name).cloned()
     }
 
+    /// The generation `name` last converged at, without copying its status.
+    pub fn observed_generation(&self, name: &str) -> Option<u64> {
+        self.read().get(name).map(|s| s.observed_generation)
+    }
+
     /// The phase of `name`, without copying its status.
     pub fn phase(&self, name: &str) -> Option<Phase> {
         self.read().get(name).map(|s| s.phase)
