@@ -14,7 +14,8 @@
 //!
 //! Every run uses its own instance / project name and removes its containers afterwards.
 
-use std::path::Path;
+mod common;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,25 +31,11 @@ const IMAGE: &str = "beast-examples/busybox:1";
 const CMD: [&str; 6] = ["nc", "-ll", "-p", "1337", "-e", "cat"];
 
 fn main() {
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(err) => return eprintln!("no runtime: {err}"),
-    };
-    if let Err(err) = rt.block_on(run()) {
-        eprintln!("benchmark failed: {err}");
-        std::process::exit(1);
-    }
+    common::run(run());
 }
 
 async fn run() -> Result<(), String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let built = Command::new("bash")
-        .arg(root.join("examples/build-images.sh"))
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !built.success() {
-        return Err("examples/build-images.sh failed".into());
-    }
+    common::build_images()?;
     let sizes: Vec<usize> = match std::env::var("BENCH_N") {
         Ok(v) => v.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
         Err(_) => vec![20, 50],
@@ -143,7 +130,7 @@ async fn floor_run(
         .collect()
         .await;
     let took = t.elapsed();
-    cleanup(&instance);
+    common::cleanup(&instance);
     results.into_iter().collect::<Result<Vec<()>, String>>()?;
     Ok(took)
 }
@@ -240,30 +227,8 @@ async fn beast_run(docker: &DockerRuntime, n: usize, round: usize) -> Result<Dur
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
-    cleanup(&instance);
+    common::cleanup(&instance);
     took.map_err(|_| "beast did not converge within 120 s".to_string())?
-}
-
-/// Removes exactly this run's containers.
-fn cleanup(instance: &str) {
-    let filter = format!("label=beast.instance={instance}");
-    let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &filter])
-        .output();
-    if let Ok(out) = out {
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .arg("rm")
-                .arg("-f")
-                .args(&ids)
-                .stdout(Stdio::null())
-                .status();
-        }
-    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

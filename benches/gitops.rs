@@ -9,6 +9,8 @@
 //!
 //!     cargo bench --bench gitops
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -24,14 +26,7 @@ use beast::runtime::docker::DockerRuntime;
 const IMAGE: &str = "beast-examples/busybox:1";
 
 fn main() {
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(err) => return eprintln!("no runtime: {err}"),
-    };
-    if let Err(err) = rt.block_on(run()) {
-        eprintln!("benchmark failed: {err}");
-        std::process::exit(1);
-    }
+    common::run(run());
 }
 
 fn sh(dir: &Path, args: &[&str]) -> Result<String, String> {
@@ -51,8 +46,7 @@ fn sh(dir: &Path, args: &[&str]) -> Result<String, String> {
 }
 
 async fn run() -> Result<(), String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    sh(root, &["bash", "examples/build-images.sh"])?;
+    common::build_images()?;
     let push = push_to_running().await?;
     let (builds, took, first) = unchanged_tree().await?;
     println!("gitops and builds");
@@ -170,7 +164,7 @@ async fn push_to_running() -> Result<Duration, String> {
         .args(["-TERM", &beast.id().to_string()])
         .status();
     let _ = beast.wait();
-    cleanup(&instance);
+    common::cleanup(&instance);
     result
 }
 
@@ -240,23 +234,4 @@ async fn wait_running(name: &str, timeout: Duration) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Err(format!("{name} did not run within {timeout:?}"))
-}
-
-/// Removes exactly this run's containers.
-fn cleanup(instance: &str) {
-    let filter = format!("label=beast.instance={instance}");
-    if let Ok(out) = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &filter])
-        .output()
-    {
-        for id in String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-        {
-            let _ = Command::new("docker")
-                .args(["rm", "-f", id])
-                .stdout(Stdio::null())
-                .status();
-        }
-    }
 }

@@ -12,6 +12,8 @@
 //! Swarm: if the engine is not in a swarm, the benchmark initialises a single-node swarm and
 //! leaves it afterwards. Every container it makes carries its own instance label and is removed.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,14 +25,7 @@ use beast::runtime::{EngineEvent, EventStream, Runtime};
 const IMAGE: &str = "beast-examples/busybox:1";
 
 fn main() {
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(err) => return eprintln!("no runtime: {err}"),
-    };
-    if let Err(err) = rt.block_on(run()) {
-        eprintln!("benchmark failed: {err}");
-        std::process::exit(1);
-    }
+    common::run(run());
 }
 
 fn sh(args: &[&str]) -> Result<String, String> {
@@ -87,13 +82,7 @@ async fn next_event(
 }
 
 async fn run() -> Result<(), String> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    sh(&[
-        "bash",
-        root.join("examples/build-images.sh")
-            .to_str()
-            .unwrap_or("examples/build-images.sh"),
-    ])?;
+    common::build_images()?;
     let tries: usize = std::env::var("BENCH_TRIES")
         .ok()
         .and_then(|t| t.parse().ok())
@@ -157,7 +146,7 @@ async fn run() -> Result<(), String> {
         .args(["-TERM", &beast.id().to_string()])
         .status();
     let _ = beast.wait();
-    cleanup(&instance);
+    common::cleanup(&instance);
     let mut rows = result?;
 
     // The engine's restart policy alone.
@@ -194,7 +183,7 @@ async fn run() -> Result<(), String> {
         Ok::<_, String>(median(times))
     }
     .await;
-    cleanup(&rp_instance);
+    common::cleanup(&rp_instance);
     rows.push(("restart policy: kill -9", rp?));
 
     // A single-node Swarm service.
@@ -336,26 +325,11 @@ async fn swarm(docker: &DockerRuntime, pid: u32, tries: usize) -> Result<Duratio
     .await;
     let _ = sh(&["docker", "service", "rm", &service]);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    cleanup(&instance);
+    common::cleanup(&instance);
     if we_initialised {
         let _ = sh(&["docker", "swarm", "leave", "--force"]);
     }
     result
-}
-
-/// Removes exactly the containers carrying this run's instance label.
-fn cleanup(instance: &str) {
-    if let Ok(ids) = sh(&[
-        "docker",
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=beast.instance={instance}"),
-    ]) {
-        for id in ids.lines().filter(|l| !l.is_empty()) {
-            let _ = sh(&["docker", "rm", "-f", id]);
-        }
-    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

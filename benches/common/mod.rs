@@ -1,0 +1,57 @@
+//! What the engine benchmarks share: running an async benchmark, building the images it needs,
+//! and removing exactly the containers of one run.
+
+#![allow(dead_code)] // each benchmark uses its own subset
+
+use std::future::Future;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Runs `bench` on a tokio runtime; a failure is printed and exits non-zero.
+pub fn run<F: Future<Output = Result<(), String>>>(bench: F) {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => return eprintln!("no runtime: {err}"),
+    };
+    if let Err(err) = rt.block_on(bench) {
+        eprintln!("benchmark failed: {err}");
+        std::process::exit(1);
+    }
+}
+
+/// Builds the example and test images with the project's own script.
+pub fn build_images() -> Result<(), String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/build-images.sh");
+    let status = Command::new("bash")
+        .arg(script)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err("examples/build-images.sh failed".to_string())
+    }
+}
+
+/// Removes exactly the containers labelled with this run's instance.
+pub fn cleanup(instance: &str) {
+    let filter = format!("label=beast.instance={instance}");
+    let Ok(out) = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &filter])
+        .output()
+    else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .stdout(Stdio::null())
+            .status();
+    }
+}
