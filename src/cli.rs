@@ -235,6 +235,10 @@ pub struct RunArgs {
     /// Reconcile workers (default: 4 per core).
     #[arg(long, env = "BEAST_WORKERS")]
     pub workers: Option<usize>,
+    /// Engine requests that may run at once (creates, starts, lists, inspects, probes' execs...);
+    /// the rest wait their turn, so a mass crash loop cannot swamp the engine.
+    #[arg(long, env = "BEAST_ENGINE_CONCURRENCY", default_value_t = crate::runtime::bounded::DEFAULT_LIMIT)]
+    pub engine_concurrency: usize,
     /// Period of the full resync, the safety net (humantime, e.g. 30s).
     #[arg(long, env = "BEAST_RESYNC", default_value = "30s")]
     pub resync: humantime::Duration,

@@ -2,19 +2,24 @@
 //! challenge's key on the queue at once (level-triggered: an event only says "look again").
 //!
 //! The stream reconnects with backoff when it breaks, and every (re)connect asks for a full
-//! resync, so events missed while disconnected are not lost. Exits beast did not cause are
-//! recorded in the challenge's status (restart count, last termination with the log tail,
-//! history). This module decides nothing about containers.
+//! resync, so events missed while disconnected are not lost. Crashes — exits that neither beast
+//! nor anyone else asked for — are recorded in the challenge's status (restart count, last
+//! termination with the log tail, history). Damage done from outside (`docker rm -f`, `kill`,
+//! `stop`: the engine announces a `kill` before the exit) is healed but is no crash: it never
+//! makes a challenge look crash-looping. This module decides nothing about containers.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::StreamExt;
 use tokio::sync::{watch, Notify};
 
 use crate::notify::{Kind, Notifier};
 use crate::queue::WorkQueue;
-use crate::reconcile::Reconciler;
+use crate::reconcile::{Expected, Reconciler};
 use crate::runtime::{EngineEvent, Runtime};
 use crate::status::{now_rfc3339, LastTermination};
 
@@ -22,6 +27,49 @@ use crate::status::{now_rfc3339, LastTermination};
 const TRIGGERS: &[&str] = &[
     "die", "oom", "destroy", "stop", "kill", "pause", "rename", "update",
 ];
+
+/// How long after a `kill` from outside the container's exit counts as that kill's doing.
+const KILL_WINDOW: Duration = Duration::from_secs(30);
+
+/// The log tail of a crashing container is read at most this often (a crash loop at full speed
+/// must not add an inspect and a log read per exit to a busy engine).
+const TAIL_EVERY: Duration = Duration::from_secs(5);
+
+/// What the event handler remembers between events: kills from outside awaiting their exit,
+/// and when each container's log tail was last read.
+#[derive(Default)]
+pub struct Tracker {
+    killed: HashMap<String, Instant>,
+    tail_read: HashMap<String, Instant>,
+}
+
+impl Tracker {
+    fn killed_from_outside(&mut self, id: &str) -> bool {
+        self.killed
+            .remove(id)
+            .is_some_and(|at| at.elapsed() < KILL_WINDOW)
+    }
+
+    /// Whether the log tail of `id` may be read now (and notes that it is).
+    fn may_read_tail(&mut self, id: &str) -> bool {
+        if self.tail_read.len() > 1_000 {
+            self.tail_read.retain(|_, at| at.elapsed() < TAIL_EVERY);
+            self.killed.retain(|_, at| at.elapsed() < KILL_WINDOW);
+        }
+        match self.tail_read.get(id) {
+            Some(at) if at.elapsed() < TAIL_EVERY => false,
+            _ => {
+                self.tail_read.insert(id.to_string(), Instant::now());
+                true
+            }
+        }
+    }
+
+    fn forget(&mut self, id: &str) {
+        self.killed.remove(id);
+        self.tail_read.remove(id);
+    }
+}
 
 /// Follows the engine's events until `stop` flips.
 pub async fn follow<R: Runtime>(
@@ -33,6 +81,7 @@ pub async fn follow<R: Runtime>(
 ) {
     let mut backoff = Duration::from_millis(250);
     let mut first = true;
+    let mut tracker = Tracker::default();
     loop {
         let mut stream = reconciler.runtime.events(reconciler.instance());
         // Whatever happened while we were not listening is found by a full pass (the first
@@ -48,7 +97,7 @@ pub async fn follow<R: Runtime>(
                     Some(Ok(event)) => {
                         got_any = true;
                         backoff = Duration::from_millis(250);
-                        handle(&reconciler, &queue, &notifier, event);
+                        handle(&reconciler, &queue, &notifier, &mut tracker, event);
                     }
                     Some(Err(err)) => {
                         tracing::debug!(error = %err, "engine event stream broke; reconnecting");
@@ -72,20 +121,64 @@ fn handle<R: Runtime>(
     reconciler: &Arc<Reconciler<R>>,
     queue: &WorkQueue<String>,
     notifier: &Notifier,
+    tracker: &mut Tracker,
     event: EngineEvent,
 ) {
     let Some(challenge) = event.challenge.clone() else {
         return;
     };
     let action = event.action.split(':').next().unwrap_or("").trim();
+    let id = event.container_id.as_str();
+    let expected = reconciler.expectation(id);
+    if matches!(action, "start" | "restart") && expected == Some(Expected::Probe) {
+        // The restart beast asked for after failed probes is done: later exits are crashes.
+        reconciler.forget_expected(id);
+        return;
+    }
     if !TRIGGERS.contains(&action) {
         return;
     }
-    let expected = reconciler.is_expected(&event.container_id);
-    tracing::debug!(%challenge, action, container = %event.name, expected, "engine event");
+    tracing::debug!(%challenge, action, container = %event.name, ?expected, "engine event");
+    if expected == Some(Expected::Probe) {
+        if action == "die" {
+            // The probe counted this restart; the exit code is known only now.
+            let code = event.exit_code.unwrap_or(-1);
+            reconciler.status.update(&challenge, |s| {
+                if let Some(t) = s
+                    .last_termination
+                    .as_mut()
+                    .filter(|t| t.container == event.name && t.reason == "Unhealthy")
+                {
+                    t.exit_code = code;
+                }
+            });
+        }
+        return;
+    }
+    let expected = expected.is_some();
+    if !expected && action == "kill" {
+        tracker.killed.insert(id.to_string(), Instant::now());
+    }
     if !expected && reconciler.store.get(&challenge).is_some() {
         match action {
-            "die" => on_exit(reconciler, notifier, &challenge, &event),
+            "die" if tracker.killed_from_outside(id) => {
+                let code = event.exit_code.unwrap_or(-1);
+                reconciler.count_heal_needed();
+                reconciler.status.update(&challenge, |s| {
+                    s.event(
+                        true,
+                        "Killed",
+                        format!("{} was killed outside beast (exit code {code})", event.name),
+                    )
+                });
+                notifier.publish(
+                    Kind::Heal,
+                    &challenge,
+                    format!("{} was killed outside beast; starting it again", event.name),
+                    serde_json::json!({"container": event.name, "action": "kill", "exitCode": code}),
+                );
+            }
+            "die" => on_exit(reconciler, notifier, tracker, &challenge, &event),
             "oom" => reconciler.status.update(&challenge, |s| {
                 s.event(
                     true,
@@ -133,7 +226,8 @@ fn handle<R: Runtime>(
         );
     }
     if action == "destroy" {
-        reconciler.forget_expected(&event.container_id);
+        reconciler.forget_expected(id);
+        tracker.forget(id);
     }
     if !expected {
         queue.add(challenge);
@@ -144,6 +238,7 @@ fn handle<R: Runtime>(
 fn on_exit<R: Runtime>(
     reconciler: &Arc<Reconciler<R>>,
     notifier: &Notifier,
+    tracker: &mut Tracker,
     challenge: &str,
     event: &EngineEvent,
 ) {
@@ -159,6 +254,7 @@ fn on_exit<R: Runtime>(
             "reason": reason(code, false),
         }),
     );
+    let read_tail = tracker.may_read_tail(&event.container_id);
     reconciler.status.update(challenge, |s| {
         s.record_exit(event.time);
         s.event(
@@ -166,15 +262,25 @@ fn on_exit<R: Runtime>(
             "Exited",
             format!("{} exited with code {code}", event.name),
         );
+        // Between two reads of the tail, the last one read stands for this exit too.
+        let previous_tail = s
+            .last_termination
+            .take()
+            .filter(|t| !read_tail && t.container == event.name)
+            .map(|t| t.log_tail)
+            .unwrap_or_default();
         s.last_termination = Some(LastTermination {
             container: event.name.clone(),
             exit_code: code,
             reason: reason(code, false).into(),
             oom_killed: false,
             time: now_rfc3339(),
-            log_tail: Vec::new(),
+            log_tail: previous_tail,
         });
     });
+    if !read_tail {
+        return;
+    }
     let reconciler = reconciler.clone();
     let (challenge, id, name) = (
         challenge.to_string(),
@@ -223,6 +329,121 @@ mod tests {
     use crate::runtime::fake::FakeRuntime;
     use crate::status::StatusBoard;
 
+    fn reconciler() -> Arc<Reconciler<FakeRuntime>> {
+        let store = DesiredStore::new();
+        let snapshot = crate::source::dir::scan(Path::new("examples")).unwrap();
+        store.apply_dir(0, snapshot);
+        Reconciler::new(
+            Arc::new(FakeRuntime::new()),
+            store,
+            StatusBoard::new(),
+            Settings {
+                instance: "events-test".into(),
+                defaults: Defaults::default(),
+                stop_grace: Duration::from_secs(1),
+                build_workers: 1,
+            },
+            PortAllocator::in_memory(PortRange {
+                lo: 40000,
+                hi: 40100,
+            }),
+        )
+    }
+
+    fn event(action: &str, exit_code: Option<i64>) -> EngineEvent {
+        EngineEvent {
+            action: action.into(),
+            container_id: "c1".into(),
+            name: "beast_echo-tcp_1".into(),
+            challenge: Some("echo-tcp".into()),
+            replica: Some(1),
+            exit_code,
+            time: 0,
+        }
+    }
+
+    /// Feeds events in order through one tracker; returns the status and what was queued.
+    fn feed(
+        reconciler: &Arc<Reconciler<FakeRuntime>>,
+        events: &[(&str, Option<i64>)],
+    ) -> (crate::status::RuntimeStatus, usize) {
+        let notifier = Notifier::new(NotifierConfig::default(), None);
+        let queue = WorkQueue::new(Backoff::default());
+        let mut tracker = Tracker::default();
+        for (action, code) in events {
+            handle(
+                reconciler,
+                &queue,
+                &notifier,
+                &mut tracker,
+                event(action, *code),
+            );
+        }
+        let status = reconciler.status.get("echo-tcp").unwrap_or_default();
+        (status, queue.len())
+    }
+
+    #[tokio::test]
+    async fn damage_from_outside_is_healed_but_is_no_crash() {
+        // docker rm -f, docker kill, docker stop: the engine announces a kill before the exit.
+        for events in [
+            vec![("kill", None), ("die", Some(137)), ("destroy", None)],
+            vec![("kill", None), ("die", Some(137))],
+            vec![
+                ("kill", None),
+                ("kill", None),
+                ("die", Some(137)),
+                ("stop", None),
+            ],
+        ] {
+            let r = reconciler();
+            let (s, queued) = feed(&r, &events);
+            assert_eq!(s.restarts, 0, "{events:?}");
+            assert!(s.recent_exits.is_empty(), "{events:?}");
+            assert!(s.last_termination.is_none(), "{events:?}");
+            assert_eq!(queued, 1, "the challenge is looked at again: {events:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exit_nobody_asked_for_is_a_crash() {
+        let r = reconciler();
+        let (s, _) = feed(&r, &[("die", Some(3)), ("die", Some(3))]);
+        assert_eq!(s.restarts, 2);
+        assert_eq!(s.recent_exits.len(), 2);
+        assert_eq!(s.last_termination.map(|t| t.exit_code), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_probe_restart_is_counted_once_and_then_crashes_count_again() {
+        let r = reconciler();
+        r.expect("c1", Expected::Probe);
+        r.status.update("echo-tcp", |s| {
+            s.record_exit(0); // what the probe records before restarting
+            s.last_termination = Some(LastTermination {
+                container: "beast_echo-tcp_1".into(),
+                exit_code: -1,
+                reason: "Unhealthy".into(),
+                ..LastTermination::default()
+            });
+        });
+        let (s, queued) = feed(
+            &r,
+            &[
+                ("kill", None),
+                ("die", Some(143)),
+                ("stop", None),
+                ("start", None),
+            ],
+        );
+        assert_eq!(s.restarts, 1, "counted by the probe, not again by its exit");
+        assert_eq!(s.last_termination.as_ref().map(|t| t.exit_code), Some(143));
+        assert_eq!(queued, 0);
+        assert!(!r.is_expected("c1"), "the start ends the expectation");
+        let (s, _) = feed(&r, &[("die", Some(1))]);
+        assert_eq!(s.restarts, 2, "a later crash counts");
+    }
+
     #[tokio::test]
     async fn an_unexpected_exit_is_published_as_a_heal_notification() {
         let store = DesiredStore::new();
@@ -257,6 +478,7 @@ mod tests {
             &reconciler,
             &WorkQueue::new(Backoff::default()),
             &notifier,
+            &mut Tracker::default(),
             event,
         );
         let got = notifier.since(0).items;

@@ -14,6 +14,7 @@ use beast::desired::DesiredStore;
 use beast::operator::{self, GitConfig, RunConfig};
 use beast::ports::PortAllocator;
 use beast::reconcile::{Reconciler, Settings};
+use beast::runtime::bounded::Bounded;
 use beast::runtime::docker::DockerRuntime;
 use beast::status::StatusBoard;
 
@@ -117,6 +118,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = DockerRuntime::connect()
         .await
         .context("connecting to the Docker engine")?;
+    let runtime = Bounded::new(runtime, args.engine_concurrency);
     operator::run(config, Arc::new(runtime), shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -33,6 +33,9 @@ use crate::source::git::{self, GitSource};
 use crate::status::StatusBoard;
 use crate::tasks::TaskBoard;
 
+/// When a reconcile that raced with an outside change looks again.
+const RACE_RETRY: Duration = Duration::from_millis(300);
+
 /// Errors that stop `beast run` from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
@@ -225,6 +228,12 @@ pub async fn run<R: Runtime>(
                 }
                 match result {
                     Ok(()) => Outcome::Done,
+                    // Raced with damage done from outside: look again soon, without the
+                    // growing backoff a real failure earns (chaos must not delay healing).
+                    Err(err) if err.is_race() => {
+                        tracing::debug!(challenge = %name, error = %err, "raced with an outside change; looking again");
+                        Outcome::RequeueAfter(RACE_RETRY)
+                    }
                     Err(err) => Outcome::Failed(err.to_string()),
                 }
             }
@@ -479,7 +488,7 @@ fn gauges<R: Runtime>(reconciler: &Reconciler<R>, queue: &WorkQueue<String>) -> 
     let c = &reconciler.counters;
     let p = &reconciler.prober.counters;
     let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    vec![
+    let mut samples = vec![
         Sample {
             name: "reconciles",
             help: "Reconciles of one challenge",
@@ -534,7 +543,36 @@ fn gauges<R: Runtime>(reconciler: &Reconciler<R>, queue: &WorkQueue<String>) -> 
             counter: false,
             value: reconciler.store.len() as u64,
         },
-    ]
+    ];
+    if let Some(ops) = reconciler.runtime.engine_ops() {
+        samples.extend([
+            Sample {
+                name: "engine_requests",
+                help: "Requests beast made to the engine (bounded by --engine-concurrency)",
+                counter: true,
+                value: n(&ops.total),
+            },
+            Sample {
+                name: "engine_starts",
+                help: "Container starts beast asked the engine for (create+start, start, restart, unpause); the restart policy's own restarts are not among them",
+                counter: true,
+                value: n(&ops.starts),
+            },
+            Sample {
+                name: "engine_stops",
+                help: "Container stops and removals beast asked the engine for",
+                counter: true,
+                value: n(&ops.stops),
+            },
+            Sample {
+                name: "engine_requests_waiting",
+                help: "Engine requests waiting for a slot under --engine-concurrency",
+                counter: false,
+                value: n(&ops.waiting),
+            },
+        ]);
+    }
+    samples
 }
 
 /// Puts the API store's challenges into the desired store (those no watched file claims);

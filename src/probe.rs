@@ -5,6 +5,13 @@
 //! After `retries` consecutive failures the container is restarted and marked unhealthy; it is
 //! healthy again when a probe passes. Verdicts land in the status board; the reconciler turns
 //! them into the `Healthy` condition.
+//!
+//! A probe restart counts like a crash (`restarts`, `lastTermination` with reason `Unhealthy`
+//! and the log tail, an event, a heal notification, a metric). Probe restarts never stack on the
+//! engine's own restart policy: a container that is not running, or that was started again
+//! since its failures began (the engine restarting a crash), is left to the engine. And they
+//! back off per container: each restart waits twice as long as the one before (10 s up to
+//! 5 minutes), reset once the container has passed its probe for a minute.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,8 +24,15 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::model::{Healthcheck, Probe};
-use crate::runtime::{ContainerState, Observed, Runtime};
-use crate::status::StatusBoard;
+use crate::runtime::{ContainerState, Observed, Runtime, RuntimeError, Termination};
+use crate::status::{now_rfc3339, LastTermination, StatusBoard};
+
+/// The least time between two probe restarts of one container; doubles with each restart.
+const RESTART_BACKOFF: Duration = Duration::from_secs(10);
+/// The most time between two probe restarts of one container.
+const RESTART_BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// Passing the probe this long resets the restart backoff.
+const BACKOFF_RESET: Duration = Duration::from_secs(60);
 
 /// Counters of probe activity, for metrics.
 #[derive(Default)]
@@ -34,10 +48,13 @@ pub trait ProbeHost: Send + Sync + 'static {
     /// The operator's instance id (to re-read a container's address).
     fn instance(&self) -> &str;
     fn status(&self) -> &StatusBoard;
-    /// Marks a container as being restarted by beast (its exit is not a crash).
+    /// Marks a container as being restarted by beast after failed probes (its exit is counted
+    /// by the probe, not as a crash).
     fn expect(&self, id: &str);
     /// Asks for the challenge to be reconciled.
     fn poke(&self, challenge: &str);
+    /// Announces a restart after failed probes (notifications).
+    fn announce_restart(&self, challenge: &str, container: &str, message: &str);
 }
 
 /// The running probe tasks, by container id.
@@ -147,6 +164,10 @@ async fn probe_loop<H: ProbeHost>(
     }
     let mut failures = 0u32;
     let mut healthy: Option<bool> = None;
+    let mut backoff = RestartBackoff::default();
+    // When the container's current run started, read when a failure streak begins: a streak
+    // that spans a restart by the engine (a crash) is not the probe's to act on.
+    let mut streak_run: Option<String> = None;
     loop {
         let verdict = match tokio::time::timeout(
             hc.timeout,
@@ -163,6 +184,8 @@ async fn probe_loop<H: ProbeHost>(
         match verdict {
             Ok(()) => {
                 failures = 0;
+                streak_run = None;
+                backoff.passed();
                 if healthy != Some(true) {
                     healthy = Some(true);
                     set_health(&host, &challenge, &container, "healthy", None);
@@ -170,34 +193,177 @@ async fn probe_loop<H: ProbeHost>(
             }
             Err(why) => {
                 failures += 1;
+                backoff.failed();
                 counters.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%challenge, container = %container.name, failures, %why, "probe failed");
-                if failures >= hc.retries.max(1) {
-                    healthy = Some(false);
-                    let msg = format!(
-                        "{}: {} consecutive probe failures ({why}); restarting it",
-                        container.name, failures
-                    );
-                    set_health(&host, &challenge, &container, "unhealthy", Some(msg));
-                    host.expect(&container.id);
-                    counters.restarts.fetch_add(1, Ordering::Relaxed);
-                    if let Err(err) = host
-                        .runtime()
-                        .restart(&container.id, Duration::from_secs(1))
-                        .await
-                    {
-                        tracing::warn!(%challenge, container = %container.name, error = %err, "restart after failed probes failed");
-                        host.poke(&challenge);
+                if failures == 1 || streak_run.is_none() {
+                    match run_of(&host, &container).await {
+                        Run::Gone => return,
+                        Run::Running(started) => streak_run = Some(started),
+                        Run::NotRunning | Run::Unknown => {}
                     }
-                    failures = 0;
-                    tokio::time::sleep(hc.start_period).await;
-                    // A restarted container may get another address.
-                    refresh_address(&host, &challenge, &mut container).await;
-                    continue;
+                }
+                if failures >= hc.retries.max(1) {
+                    if healthy != Some(false) {
+                        healthy = Some(false);
+                        set_health(
+                            &host,
+                            &challenge,
+                            &container,
+                            "unhealthy",
+                            Some(format!(
+                                "{}: {} consecutive probe failures ({why})",
+                                container.name, failures
+                            )),
+                        );
+                    }
+                    if let Some(wait) = backoff.wait() {
+                        tracing::debug!(%challenge, container = %container.name, wait = ?wait, "probe restart deferred (backoff)");
+                        tokio::time::sleep(hc.interval).await;
+                        continue;
+                    }
+                    let engine_handles_it = match (run_of(&host, &container).await, &streak_run) {
+                        (Run::Gone, _) => return,
+                        (Run::NotRunning, _) => true,
+                        (Run::Running(started), Some(first)) => started != *first,
+                        _ => false,
+                    };
+                    if engine_handles_it {
+                        // Crashing and being restarted by the engine's policy: restarting it
+                        // too would stack on the engine's backoff. The crash is counted as one.
+                        failures = 0;
+                        streak_run = None;
+                    } else {
+                        restart(&host, &counters, &challenge, &container, failures, &why).await;
+                        backoff.restarted();
+                        failures = 0;
+                        streak_run = None;
+                        tokio::time::sleep(hc.start_period).await;
+                        // A restarted container may get another address.
+                        refresh_address(&host, &challenge, &mut container).await;
+                        continue;
+                    }
                 }
             }
         }
         tokio::time::sleep(hc.interval).await;
+    }
+}
+
+/// What the engine says of a container's current run.
+enum Run {
+    /// Running, started at this time.
+    Running(String),
+    /// Exited, restarting (the engine's restart delay), paused or dead.
+    NotRunning,
+    Gone,
+    /// The engine did not answer.
+    Unknown,
+}
+
+async fn run_of<H: ProbeHost>(host: &Arc<H>, container: &Observed) -> Run {
+    match host.runtime().termination(&container.id).await {
+        Ok(Termination {
+            running: true,
+            started_at,
+            ..
+        }) => Run::Running(started_at),
+        Ok(_) => Run::NotRunning,
+        Err(RuntimeError::NotFound(_)) => Run::Gone,
+        Err(_) => Run::Unknown,
+    }
+}
+
+/// Restarts a container after failed probes, and counts it like a crash.
+async fn restart<H: ProbeHost>(
+    host: &Arc<H>,
+    counters: &ProbeCounters,
+    challenge: &str,
+    container: &Observed,
+    failures: u32,
+    why: &str,
+) {
+    let tail = host
+        .runtime()
+        .logs(&container.id, 20)
+        .await
+        .unwrap_or_default();
+    let message = format!(
+        "{}: {failures} consecutive probe failures ({why}); restarting it",
+        container.name
+    );
+    host.status().update(challenge, |s| {
+        s.record_exit(time::OffsetDateTime::now_utc().unix_timestamp());
+        s.event(true, "ProbeRestart", message.clone());
+        s.last_termination = Some(LastTermination {
+            container: container.name.clone(),
+            exit_code: -1, // the exit event fills it in
+            reason: "Unhealthy".into(),
+            oom_killed: false,
+            time: now_rfc3339(),
+            log_tail: tail,
+        });
+    });
+    host.announce_restart(challenge, &container.name, &message);
+    host.expect(&container.id);
+    counters.restarts.fetch_add(1, Ordering::Relaxed);
+    if let Err(err) = host
+        .runtime()
+        .restart(&container.id, Duration::from_secs(1))
+        .await
+    {
+        tracing::warn!(%challenge, container = %container.name, error = %err, "restart after failed probes failed");
+        host.poke(challenge);
+    }
+}
+
+/// The per-container backoff of probe restarts.
+#[derive(Debug)]
+struct RestartBackoff {
+    /// Wait after the next restart.
+    next: Duration,
+    /// No restart before this.
+    not_before: Option<tokio::time::Instant>,
+    /// Passing since (resets the backoff after [`BACKOFF_RESET`]).
+    passing_since: Option<tokio::time::Instant>,
+}
+
+impl Default for RestartBackoff {
+    fn default() -> Self {
+        RestartBackoff {
+            next: RESTART_BACKOFF,
+            not_before: None,
+            passing_since: None,
+        }
+    }
+}
+
+impl RestartBackoff {
+    fn passed(&mut self) {
+        let since = *self
+            .passing_since
+            .get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= BACKOFF_RESET {
+            self.next = RESTART_BACKOFF;
+        }
+    }
+
+    fn failed(&mut self) {
+        self.passing_since = None;
+    }
+
+    /// How long until a restart is allowed, if it is not now.
+    fn wait(&self) -> Option<Duration> {
+        let left = self
+            .not_before?
+            .saturating_duration_since(tokio::time::Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    fn restarted(&mut self) {
+        self.not_before = Some(tokio::time::Instant::now() + self.next);
+        self.next = (self.next * 2).min(RESTART_BACKOFF_CAP);
+        self.passing_since = None;
     }
 }
 

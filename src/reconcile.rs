@@ -5,10 +5,12 @@
 //! reconciler re-reads both states. It holds no per-challenge memory besides the status board and
 //! the port table, so a restart of beast converges from scratch without recreating anything.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::build::{BuildError, Builder};
 use crate::containers::{hash_of, replica_spec, Defaults, Image};
@@ -21,6 +23,18 @@ use crate::probe::{ProbeHost, Prober};
 use crate::queue::WorkQueue;
 use crate::runtime::{ContainerSpec, ContainerState, ImageIndex, Observed, Runtime, RuntimeError};
 use crate::status::{valid_reason, ContainerStatus, Phase, StatusBoard};
+
+/// Why beast expects a container's exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// beast stops, replaces or removes it: not a crash, nothing to heal.
+    Beast,
+    /// beast restarts it after failed probes: the probe counted the restart already.
+    Probe,
+}
+
+/// How long an expectation lasts when no event consumes it (a missed `destroy`).
+const EXPECT_FOR: Duration = Duration::from_secs(120);
 
 /// Why a reconcile of one challenge did not converge (the queue backs off and retries).
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +72,15 @@ impl ReconcileError {
                 "EngineUnavailable"
             }
             ReconcileError::Runtime { .. } => "EngineError",
+        }
+    }
+
+    /// True when an operation raced with a change made from outside (the container was removed,
+    /// is being removed, or changed state under beast): worth a prompt second look, not a backoff.
+    pub fn is_race(&self) -> bool {
+        match self {
+            ReconcileError::Runtime { source, .. } => source.is_race(),
+            _ => false,
         }
     }
 
@@ -130,8 +153,9 @@ pub struct Reconciler<R: Runtime> {
     builder: Builder<R>,
     /// Challenges whose next reconcile recreates everything (`redeploy`).
     redeploy: Mutex<HashSet<String>>,
-    /// Containers beast itself is stopping, restarting or removing: their exits are no crash.
-    expected: Mutex<HashSet<String>>,
+    /// Containers beast itself is stopping, restarting or removing (their exits are no crash),
+    /// with when beast said so: an expectation nobody consumed lapses after [`EXPECT_FOR`].
+    expected: Mutex<HashMap<String, (Expected, Instant)>>,
     queue: Mutex<Option<WorkQueue<String>>>,
     notifier: Mutex<Option<Notifier>>,
     me: Weak<Reconciler<R>>,
@@ -165,7 +189,7 @@ impl<R: Runtime> Reconciler<R> {
             port_writer: Mutex::new(()),
             builder,
             redeploy: Mutex::new(HashSet::new()),
-            expected: Mutex::new(HashSet::new()),
+            expected: Mutex::new(HashMap::new()),
             queue: Mutex::new(None),
             notifier: Mutex::new(None),
             me: me.clone(),
@@ -218,10 +242,16 @@ impl<R: Runtime> Reconciler<R> {
     }
 
     fn take_redeploy(&self, name: &str) -> bool {
-        self.redeploy
+        let asked = self
+            .redeploy
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(name)
+            .remove(name);
+        if asked {
+            // A redeploy is a fresh start: the crash-loop verdict starts clean.
+            self.status.update(name, |s| s.clear_exits());
+        }
+        asked
     }
 
     /// Makes port allocations durable (one write for any number of changes since the last).
@@ -234,12 +264,18 @@ impl<R: Runtime> Reconciler<R> {
         }
     }
 
-    /// Whether beast itself is stopping or removing container `id`.
+    /// Whether (and why) beast itself is stopping, restarting or removing container `id`.
+    pub fn expectation(&self, id: &str) -> Option<Expected> {
+        let expected = self.expected.lock().unwrap_or_else(|p| p.into_inner());
+        expected
+            .get(id)
+            .filter(|(_, at)| at.elapsed() < EXPECT_FOR)
+            .map(|(why, _)| *why)
+    }
+
+    /// Whether beast itself is stopping, restarting or removing container `id`.
     pub fn is_expected(&self, id: &str) -> bool {
-        self.expected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
+        self.expectation(id).is_some()
     }
 
     pub fn forget_expected(&self, id: &str) {
@@ -250,11 +286,17 @@ impl<R: Runtime> Reconciler<R> {
     }
 
     fn expect_exit(&self, id: &str) {
+        self.expect(id, Expected::Beast);
+    }
+
+    /// Marks the coming exit of `id` as caused by beast, for [`EXPECT_FOR`].
+    pub fn expect(&self, id: &str, why: Expected) {
         let mut expected = self.expected.lock().unwrap_or_else(|p| p.into_inner());
-        if expected.len() > 10_000 {
-            expected.clear(); // ids whose destroy event was missed; never grow without bound
+        if expected.len() > 1_000 {
+            // Ids whose destroy event was missed: never grow without bound.
+            expected.retain(|_, (_, at)| at.elapsed() < EXPECT_FOR);
         }
-        expected.insert(id.to_string());
+        expected.insert(id.to_string(), (why, Instant::now()));
     }
 
     /// Counts damage seen by the event stream.
@@ -275,7 +317,7 @@ impl<R: Runtime> Reconciler<R> {
         let result = self.reconcile_inner(name).await;
         self.note_engine(&result);
         self.counters.reconciles.fetch_add(1, Ordering::Relaxed);
-        if let Err(err) = &result {
+        if let Some(err) = result.as_ref().err().filter(|e| !e.is_race()) {
             self.counters
                 .reconcile_failures
                 .fetch_add(1, Ordering::Relaxed);
@@ -345,7 +387,7 @@ impl<R: Runtime> Reconciler<R> {
         let mut after: Vec<Observed> = observed.clone();
         for op in ops {
             tracing::info!(challenge = %name, op = %describe(&op), "applying");
-            let result = self.execute(&op, &specs).await;
+            let result = self.execute(&op, &specs, &observed).await;
             if healing
                 && result.is_ok()
                 && matches!(
@@ -584,22 +626,27 @@ impl<R: Runtime> Reconciler<R> {
         Ok(out)
     }
 
-    /// Carries out one op; returns the id of a container it created.
+    /// Carries out one op; returns the id of a container it created. `observed` is what the
+    /// plan was made from (the state of the containers the ops name).
     async fn execute(
         &self,
         op: &Op,
         specs: &BTreeMap<u32, ContainerSpec>,
+        observed: &[Observed],
     ) -> Result<Option<String>, ReconcileError> {
         let spec_of = |replica: u32| specs.get(&replica);
         let grace = self.settings.stop_grace;
         match op {
             Op::Remove { target, .. } => {
                 self.expect_exit(&target.id);
-                self.runtime
-                    .remove(&target.id)
-                    .await
-                    .map_err(rt("remove", &target.name))?;
-                Ok(None)
+                match self.runtime.remove(&target.id).await {
+                    Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(None),
+                    Err(source) => Err(ReconcileError::Runtime {
+                        action: "remove",
+                        name: target.name.clone(),
+                        source,
+                    }),
+                }
             }
             Op::Start { target, .. } => {
                 self.runtime
@@ -625,28 +672,70 @@ impl<R: Runtime> Reconciler<R> {
                 let Some(spec) = spec_of(*replica) else {
                     return Ok(None);
                 };
-                // Park the old one under another name and stop it first: the new container
-                // reuses the name and may bind the same host ports.
                 self.expect_exit(&old.id);
+                let serving = observed.iter().find(|o| o.id == old.id).is_some_and(|o| {
+                    matches!(o.state, ContainerState::Running | ContainerState::Paused)
+                });
+                if !serving {
+                    // Crash-looping (in the engine's restart delay), exited or dead: it serves
+                    // nobody, so there is nothing to roll back to. Remove it, then create.
+                    match self.runtime.remove(&old.id).await {
+                        Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                        Err(source) => {
+                            return Err(ReconcileError::Runtime {
+                                action: "remove",
+                                name: old.name.clone(),
+                                source,
+                            })
+                        }
+                    }
+                    return self.create_and_start(spec).await.map(Some);
+                }
+                // Stop the old one first (it may bind the same host ports; a stop also ends a
+                // restart delay the engine may have put it in since the list), then park it
+                // under another name: the new container reuses the name.
+                match self.runtime.stop(&old.id, grace).await {
+                    Ok(()) => {}
+                    Err(RuntimeError::NotFound(_)) => {
+                        // Removed meanwhile (from outside): nothing to park or roll back to.
+                        return self.create_and_start(spec).await.map(Some);
+                    }
+                    Err(source) => {
+                        let _ = self.runtime.start(&old.id).await;
+                        return Err(ReconcileError::Runtime {
+                            action: "stop",
+                            name: old.name.clone(),
+                            source,
+                        });
+                    }
+                }
                 let parked = format!("{}_replaced_{}", old.name, &old.id[..old.id.len().min(12)]);
-                self.runtime
-                    .rename(&old.id, &parked)
-                    .await
-                    .map_err(rt("rename", &old.name))?;
-                if let Err(source) = self.runtime.stop(&old.id, grace).await {
-                    let _ = self.runtime.rename(&old.id, &old.name).await;
-                    return Err(ReconcileError::Runtime {
-                        action: "stop",
-                        name: old.name.clone(),
-                        source,
-                    });
+                if let Err(err) = self.runtime.rename(&old.id, &parked).await {
+                    // It is stopped and cannot be parked: it serves nobody now, so remove it
+                    // rather than fail the replace (the new version is wanted anyway).
+                    tracing::debug!(container = %old.name, error = %err, "could not park the old container; removing it");
+                    match self.runtime.remove(&old.id).await {
+                        Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                        Err(source) => {
+                            return Err(ReconcileError::Runtime {
+                                action: "remove",
+                                name: old.name.clone(),
+                                source,
+                            })
+                        }
+                    }
+                    return self.create_and_start(spec).await.map(Some);
                 }
                 match self.create_and_start(spec).await {
                     Ok(id) => {
-                        self.runtime
-                            .remove(&old.id)
-                            .await
-                            .map_err(rt("remove", &parked))?;
+                        match self.runtime.remove(&old.id).await {
+                            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                            Err(source) => {
+                                // The new one serves; the parked one is a duplicate of its
+                                // replica and the next pass removes it.
+                                tracing::warn!(container = %parked, error = %source, "could not remove the replaced container");
+                            }
+                        }
                         Ok(Some(id))
                     }
                     Err(err) => {
@@ -797,11 +886,13 @@ impl<R: Runtime> Reconciler<R> {
                 s.observed_generation = entry.generation;
                 return;
             }
+            s.start_generation(entry.generation);
             if let Some(failed) = s.crash_loop(now) {
                 let exits = s.recent_exits.len();
+                let rate = s.restart_rate(now);
                 s.phase = if failed { Phase::Failed } else { Phase::Degraded };
                 let msg = format!(
-                    "{exits} exits in the last 10 minutes; the engine restarts it with a growing delay (up to 1 minute)"
+                    "{exits} crashes in the last 10 minutes ({rate:.1}/min); the engine restarts it with a growing delay (up to 1 minute)"
                 );
                 s.set_condition("Ready", Some(current == wanted), "CrashLoopBackOff", &msg);
                 if clean {
@@ -1001,7 +1092,16 @@ impl<R: Runtime> ProbeHost for Reconciler<R> {
         &self.status
     }
     fn expect(&self, id: &str) {
-        self.expect_exit(id);
+        Reconciler::expect(self, id, Expected::Probe);
+    }
+    fn announce_restart(&self, challenge: &str, container: &str, message: &str) {
+        self.counters.heals.fetch_add(1, Ordering::Relaxed);
+        self.publish(
+            Kind::Heal,
+            challenge,
+            message.to_string(),
+            serde_json::json!({"container": container, "action": "probe-restart"}),
+        );
     }
     fn poke(&self, challenge: &str) {
         if let Some(queue) = self

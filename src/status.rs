@@ -84,14 +84,18 @@ pub const HISTORY: usize = 30;
 pub struct RuntimeStatus {
     pub phase: Phase,
     pub observed_generation: u64,
-    /// Container exits beast did not cause, since beast started.
+    /// Crashes (exits beast did not cause and nobody asked for) and restarts after failed
+    /// probes, since beast started.
     pub restarts: u32,
     pub conditions: BTreeMap<String, Condition>,
     pub containers: Vec<ContainerStatus>,
     pub last_termination: Option<LastTermination>,
     pub events: std::collections::VecDeque<Event>,
-    /// Times (seconds since the epoch) of recent unexpected exits, for crash-loop detection.
+    /// Times (seconds since the epoch) of recent crashes of the generation in
+    /// [`RuntimeStatus::exits_generation`], for crash-loop detection.
     pub recent_exits: std::collections::VecDeque<i64>,
+    /// The generation the crash-loop verdict belongs to: a new spec starts clean.
+    pub exits_generation: u64,
     /// Probe verdict per container id: `healthy`, `unhealthy` or `starting`.
     pub health: BTreeMap<String, String>,
 }
@@ -140,13 +144,43 @@ impl RuntimeStatus {
         }
     }
 
-    /// Records an unexpected exit at `now` (seconds), keeping the last 10 minutes.
+    /// Records a crash (or a restart after failed probes) at `now` (seconds), keeping the last
+    /// 10 minutes for the crash-loop verdict.
     pub fn record_exit(&mut self, now: i64) {
         self.restarts += 1;
         self.recent_exits.push_back(now);
         while self.recent_exits.front().is_some_and(|t| now - t > 600) {
             self.recent_exits.pop_front();
         }
+    }
+
+    /// Makes the crash-loop verdict belong to `generation`: exits of an earlier spec are
+    /// forgotten, so a fixed challenge is not held Degraded by its broken predecessor.
+    pub fn start_generation(&mut self, generation: u64) {
+        if self.exits_generation != generation {
+            self.exits_generation = generation;
+            self.recent_exits.clear();
+        }
+    }
+
+    /// Forgets the crash history of the current generation (a redeploy starts clean too).
+    pub fn clear_exits(&mut self) {
+        self.recent_exits.clear();
+    }
+
+    /// Crashes per minute over the last 10 minutes (or since the first one, if later).
+    pub fn restart_rate(&self, now: i64) -> f64 {
+        let recent: Vec<i64> = self
+            .recent_exits
+            .iter()
+            .copied()
+            .filter(|t| now - t <= 600)
+            .collect();
+        let Some(first) = recent.first() else {
+            return 0.0;
+        };
+        let minutes = ((now - first).max(60)) as f64 / 60.0;
+        recent.len() as f64 / minutes
     }
 
     /// Crash-loop verdict from recent exits: `Some(true)` failed (≥ 10 exits in 10 minutes),
@@ -321,6 +355,39 @@ pub fn valid_reason(entry: &Entry) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_crash_loop_verdict_belongs_to_a_generation() {
+        let mut s = RuntimeStatus::default();
+        s.start_generation(1);
+        for t in 0..CRASH_LOOP_FAILED as i64 {
+            s.record_exit(1_000 + t);
+        }
+        assert_eq!(s.crash_loop(1_010), Some(true));
+        s.start_generation(1);
+        assert_eq!(
+            s.crash_loop(1_010),
+            Some(true),
+            "same generation keeps its verdict"
+        );
+        s.start_generation(2);
+        assert_eq!(s.crash_loop(1_010), None, "a new spec starts clean");
+        assert_eq!(
+            s.restarts, CRASH_LOOP_FAILED as u32,
+            "the count is history, kept"
+        );
+    }
+
+    #[test]
+    fn restart_rate_is_per_minute_over_at_least_a_minute() {
+        let mut s = RuntimeStatus::default();
+        assert_eq!(s.restart_rate(100), 0.0);
+        for t in [0, 10, 20] {
+            s.record_exit(t);
+        }
+        assert!((s.restart_rate(30) - 3.0).abs() < 1e-9);
+        assert!((s.restart_rate(120) - 1.5).abs() < 1e-9);
+    }
 
     #[test]
     fn transition_time_changes_only_on_a_flip() {

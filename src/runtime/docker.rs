@@ -552,6 +552,10 @@ impl Runtime for DockerRuntime {
             oom_killed: state.oom_killed.unwrap_or_default(),
             finished_at: state.finished_at.unwrap_or_default(),
             restart_count: c.restart_count.unwrap_or_default(),
+            started_at: state.started_at.unwrap_or_default(),
+            running: state.running.unwrap_or_default()
+                && !state.restarting.unwrap_or_default()
+                && !state.paused.unwrap_or_default(),
         })
     }
 

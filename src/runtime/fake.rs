@@ -234,7 +234,11 @@ impl Runtime for FakeRuntime {
     }
 
     async fn termination(&self, id: &str) -> Result<Termination> {
-        self.mutate(id, |_| Termination::default())
+        self.mutate(id, |c| Termination {
+            running: c.state == ContainerState::Running,
+            started_at: c.created.to_string(),
+            ..Termination::default()
+        })
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerSpec> {

@@ -4,6 +4,7 @@
 //! Everything here is engine-neutral: the Docker implementation lives in [`docker`], a fake for
 //! benchmarks and tests in [`fake`]. No other module may import bollard.
 
+pub mod bounded;
 pub mod docker;
 pub mod fake;
 
@@ -181,6 +182,10 @@ pub struct Termination {
     /// RFC 3339.
     pub finished_at: String,
     pub restart_count: i64,
+    /// RFC 3339: when the current (or last) run started. Changes with every start.
+    pub started_at: String,
+    /// Whether it runs now (not exited, restarting, paused or dead).
+    pub running: bool,
 }
 
 /// What a successful image build gives back.
@@ -229,6 +234,30 @@ impl RuntimeError {
     /// True when the engine could not be reached at all (as opposed to refusing a request).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, RuntimeError::Unavailable(_))
+    }
+
+    /// True when the request raced with a change made by someone else: the container is gone,
+    /// going, or in a state that changed since it was listed. A fresh look settles it.
+    pub fn is_race(&self) -> bool {
+        const RACES: &[&str] = &[
+            "no such container",
+            "in progress",
+            "marked for removal",
+            "is not running",
+            "is restarting",
+            "is paused",
+            "is not paused",
+            "sandbox",
+            "is dead",
+        ];
+        match self {
+            RuntimeError::NotFound(_) => true,
+            RuntimeError::Conflict(m) | RuntimeError::Engine { message: m, .. } => {
+                let m = m.to_ascii_lowercase();
+                RACES.iter().any(|r| m.contains(r))
+            }
+            _ => false,
+        }
     }
 }
 
@@ -292,6 +321,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// Reads back what shapes an existing container (one inspect; for `beast plan`, never on the
     /// hot path). Env holds the container's whole environment, the image's included.
     fn inspect(&self, id: &str) -> impl Future<Output = Result<ContainerSpec>> + Send;
+    /// Counters of the requests beast made, where the runtime keeps them ([`bounded`]).
+    fn engine_ops(&self) -> Option<std::sync::Arc<bounded::EngineOps>> {
+        None
+    }
 }
 
 #[cfg(test)]
