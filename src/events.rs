@@ -230,8 +230,27 @@ fn handle<R: Runtime>(
         tracker.forget(id);
     }
     if !expected {
-        queue.add(challenge);
+        queue.add(challenge.clone());
+        if action != "destroy" {
+            // The engine announces an exit or a pause before the state its list calls read
+            // has caught up, so the first look may still see the container running. Look again
+            // a little later (level-triggered: an extra look at a converged challenge is cheap).
+            second_look(queue, challenge);
+        }
     }
+}
+
+/// When the second looks after an event happen.
+const SECOND_LOOKS: [Duration; 2] = [Duration::from_millis(300), Duration::from_secs(2)];
+
+fn second_look(queue: &WorkQueue<String>, challenge: String) {
+    let queue = queue.clone();
+    tokio::spawn(async move {
+        for wait in SECOND_LOOKS {
+            tokio::time::sleep(wait).await;
+            queue.add(challenge.clone());
+        }
+    });
 }
 
 /// An exit beast did not cause: count it, and read back why it ended and what it last said.

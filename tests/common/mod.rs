@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod chaos;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -98,6 +100,8 @@ pub struct Env {
     pub extra_cleanup: Vec<String>,
     /// Sent as `Authorization: Bearer` by [`Env::get_status`].
     pub token: String,
+    /// `--resync` of the beast it starts (short by default, so tests do not wait for the net).
+    pub resync: &'static str,
 }
 
 impl Env {
@@ -120,6 +124,7 @@ impl Env {
             dir,
             extra_cleanup: Vec::new(),
             token: admin_token(),
+            resync: "2s",
         }
     }
 
@@ -176,7 +181,7 @@ impl Env {
                 "--port-range",
                 &self.port_range(),
                 "--resync",
-                "2s",
+                self.resync,
                 "--workers",
                 "4",
             ])

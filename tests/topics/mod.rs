@@ -6,4 +6,5 @@ mod git;
 mod healing;
 mod outage;
 mod ownership;
+mod recovery;
 mod resilience;
