@@ -165,9 +165,10 @@ async fn probe_loop<H: ProbeHost>(
     let mut failures = 0u32;
     let mut healthy: Option<bool> = None;
     let mut backoff = RestartBackoff::default();
-    // When the container's current run started, read when a failure streak begins: a streak
-    // that spans a restart by the engine (a crash) is not the probe's to act on.
-    let mut streak_run: Option<String> = None;
+    let mut watch = EngineWatch::default();
+    if let Run::Gone = watch.look(&host, &container).await {
+        return;
+    }
     loop {
         let verdict = match tokio::time::timeout(
             hc.timeout,
@@ -184,7 +185,7 @@ async fn probe_loop<H: ProbeHost>(
         match verdict {
             Ok(()) => {
                 failures = 0;
-                streak_run = None;
+                watch.streak_run = None;
                 backoff.passed();
                 if healthy != Some(true) {
                     healthy = Some(true);
@@ -196,10 +197,10 @@ async fn probe_loop<H: ProbeHost>(
                 backoff.failed();
                 counters.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%challenge, container = %container.name, failures, %why, "probe failed");
-                if failures == 1 || streak_run.is_none() {
-                    match run_of(&host, &container).await {
+                if failures == 1 || watch.streak_run.is_none() {
+                    match watch.look(&host, &container).await {
                         Run::Gone => return,
-                        Run::Running(started) => streak_run = Some(started),
+                        Run::Running(started) => watch.streak_run = Some(started),
                         Run::NotRunning | Run::Unknown => {}
                     }
                 }
@@ -222,22 +223,23 @@ async fn probe_loop<H: ProbeHost>(
                         tokio::time::sleep(hc.interval).await;
                         continue;
                     }
-                    let engine_handles_it = match (run_of(&host, &container).await, &streak_run) {
+                    let now = watch.look(&host, &container).await;
+                    let engine_handles_it = match (&now, &watch.streak_run) {
                         (Run::Gone, _) => return,
                         (Run::NotRunning, _) => true,
-                        (Run::Running(started), Some(first)) => started != *first,
-                        _ => false,
+                        (Run::Running(started), Some(first)) if started != first => true,
+                        _ => watch.crash_looping(),
                     };
                     if engine_handles_it {
                         // Crashing and being restarted by the engine's policy: restarting it
-                        // too would stack on the engine's backoff. The crash is counted as one.
+                        // too would stack on the engine's backoff. Its crashes are counted.
                         failures = 0;
-                        streak_run = None;
+                        watch.streak_run = None;
                     } else {
                         restart(&host, &counters, &challenge, &container, failures, &why).await;
                         backoff.restarted();
                         failures = 0;
-                        streak_run = None;
+                        watch.streak_run = None;
                         tokio::time::sleep(hc.start_period).await;
                         // A restarted container may get another address.
                         refresh_address(&host, &challenge, &mut container).await;
@@ -261,17 +263,65 @@ enum Run {
     Unknown,
 }
 
-async fn run_of<H: ProbeHost>(host: &Arc<H>, container: &Observed) -> Run {
-    match host.runtime().termination(&container.id).await {
-        Ok(Termination {
-            running: true,
-            started_at,
-            ..
-        }) => Run::Running(started_at),
-        Ok(_) => Run::NotRunning,
-        Err(RuntimeError::NotFound(_)) => Run::Gone,
-        Err(_) => Run::Unknown,
+/// What a probe task learns from the engine about its container (one inspect a look, only when
+/// probes fail): whether the engine's restart policy is at work on it.
+#[derive(Default)]
+struct EngineWatch {
+    /// When the run that a failure streak began in started: a streak that spans a restart by
+    /// the engine (a crash) is not the probe's to act on.
+    streak_run: Option<String>,
+    /// The engine's restart count at the last look.
+    restart_count: Option<i64>,
+    /// When a look last saw that count change.
+    engine_restarted_at: Option<tokio::time::Instant>,
+}
+
+/// A container the engine restarted this recently is crash-looping: the engine's policy, not
+/// the probe, restarts it.
+const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(600);
+
+impl EngineWatch {
+    async fn look<H: ProbeHost>(&mut self, host: &Arc<H>, container: &Observed) -> Run {
+        match host.runtime().termination(&container.id).await {
+            Ok(t) => {
+                let now = tokio::time::Instant::now();
+                match self.restart_count {
+                    Some(c) if c != t.restart_count => self.engine_restarted_at = Some(now),
+                    // First look: a run the engine's policy started recently (the restart count
+                    // says the policy has restarted it) is part of a crash loop.
+                    None if t.restart_count > 0 => {
+                        self.engine_restarted_at = age(&t.started_at)
+                            .filter(|a| *a < CRASH_LOOP_WINDOW)
+                            .and_then(|a| now.checked_sub(a));
+                    }
+                    _ => {}
+                }
+                self.restart_count = Some(t.restart_count);
+                match t {
+                    Termination {
+                        running: true,
+                        started_at,
+                        ..
+                    } => Run::Running(started_at),
+                    _ => Run::NotRunning,
+                }
+            }
+            Err(RuntimeError::NotFound(_)) => Run::Gone,
+            Err(_) => Run::Unknown,
+        }
     }
+
+    /// Whether the engine's restart policy has been at work on the container lately.
+    fn crash_looping(&self) -> bool {
+        self.engine_restarted_at
+            .is_some_and(|at| at.elapsed() < CRASH_LOOP_WINDOW)
+    }
+}
+
+/// How long ago an RFC 3339 time was.
+fn age(rfc3339: &str) -> Option<Duration> {
+    let then = humantime::parse_rfc3339(rfc3339).ok()?;
+    std::time::SystemTime::now().duration_since(then).ok()
 }
 
 /// Restarts a container after failed probes, and counts it like a crash.
@@ -454,5 +504,50 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("http {path} answered {code}"))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn age_reads_the_engines_timestamps() {
+        let a = age("2000-01-01T00:00:00.123456789Z").unwrap();
+        assert!(a > Duration::from_secs(3600 * 24 * 365 * 20));
+        assert!(age("not a time").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probe_restarts_back_off_and_reset_after_passing_a_while() {
+        let mut b = RestartBackoff::default();
+        assert_eq!(b.wait(), None, "the first restart waits for nothing");
+        b.restarted();
+        assert_eq!(b.wait(), Some(RESTART_BACKOFF));
+        tokio::time::advance(RESTART_BACKOFF).await;
+        assert_eq!(b.wait(), None);
+        b.restarted();
+        assert_eq!(b.wait(), Some(RESTART_BACKOFF * 2));
+        for _ in 0..10 {
+            b.restarted();
+        }
+        assert_eq!(b.wait(), Some(RESTART_BACKOFF_CAP));
+        // Passing for a minute resets it.
+        tokio::time::advance(RESTART_BACKOFF_CAP).await;
+        b.passed();
+        tokio::time::advance(BACKOFF_RESET).await;
+        b.passed();
+        b.restarted();
+        assert_eq!(b.wait(), Some(RESTART_BACKOFF));
+        // A failure in between restarts the passing clock.
+        b.passed();
+        tokio::time::advance(BACKOFF_RESET / 2).await;
+        b.failed();
+        b.passed();
+        tokio::time::advance(BACKOFF_RESET / 2).await;
+        b.passed();
+        b.restarted();
+        assert_eq!(b.wait(), Some(RESTART_BACKOFF * 2));
     }
 }
