@@ -140,6 +140,165 @@ async fn a_stale_if_match_is_refused() {
     assert_eq!(r.json["error"]["code"], "PreconditionFailed");
 }
 
+/// PUT `web` with `headers`; the status.
+async fn put_web(app: &Router, headers: &[(&str, &str)], port: u32) -> Reply {
+    send(
+        app,
+        "PUT",
+        "/api/v1/manage/challenges/web",
+        A,
+        headers,
+        &manifest("web", port),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn if_match_with_a_tag_that_is_no_version_is_412_not_400() {
+    let app = router(state());
+    let v = put_web(&app, &[], 80).await.etag.unwrap();
+    for tag in [
+        r#""abc""#,
+        "abc",
+        r#""1.5""#,
+        r#"W/"x""#,
+        r#""""#,
+        r#""99999""#,
+    ] {
+        let r = put_web(&app, &[("if-match", tag)], 81).await;
+        assert_eq!(
+            r.status,
+            StatusCode::PRECONDITION_FAILED,
+            "{tag}: {}",
+            r.json
+        );
+        assert_eq!(r.json["error"]["code"], "PreconditionFailed");
+        let r = send(
+            &app,
+            "DELETE",
+            "/api/v1/manage/challenges/web",
+            A,
+            &[("if-match", tag)],
+            "",
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::PRECONDITION_FAILED,
+            "{tag}: {}",
+            r.json
+        );
+    }
+    // Nothing was changed by the refused requests.
+    let r = send(&app, "GET", "/api/v1/manage/challenges/web", A, &[], "").await;
+    assert_eq!(r.etag.as_deref(), Some(v.as_str()));
+}
+
+#[tokio::test]
+async fn if_match_lists_match_when_any_tag_matches() {
+    let app = router(state());
+    let v = put_web(&app, &[], 80).await.etag.unwrap();
+    let list = format!(r#""abc", "1000", {v}"#);
+    let r = put_web(&app, &[("if-match", &list)], 81).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let v = r.etag.unwrap();
+    // A list split over two header lines, with a quoted tag holding a comma.
+    let r = put_web(
+        &app,
+        &[("if-match", r#""a,b", "7777""#), ("if-match", &v)],
+        82,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let v = r.etag.unwrap();
+    let r = put_web(&app, &[("if-match", r#""1", "2""#)], 83).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.json);
+    // Weak and unquoted tags compare by their version, as before.
+    let weak = format!("W/{v}");
+    let r = put_web(&app, &[("if-match", &weak)], 84).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let bare = r.etag.unwrap().trim_matches('"').to_string();
+    let r = put_web(&app, &[("if-match", &bare)], 85).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+}
+
+#[tokio::test]
+async fn if_match_star_needs_an_existing_challenge() {
+    let app = router(state());
+    let r = put_web(&app, &[("if-match", "*")], 80).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.json);
+    let r = send(&app, "GET", "/api/v1/manage/challenges/web", A, &[], "").await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "the refused PUT created nothing"
+    );
+    assert_eq!(put_web(&app, &[], 80).await.status, StatusCode::CREATED);
+    let r = put_web(&app, &[("if-match", "*")], 81).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let r = send(
+        &app,
+        "DELETE",
+        "/api/v1/manage/challenges/web",
+        A,
+        &[("if-match", "*")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
+}
+
+#[tokio::test]
+async fn if_none_match_star_makes_put_create_only() {
+    let app = router(state());
+    let r = put_web(&app, &[("if-none-match", "*")], 80).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let v = r.etag.unwrap();
+    let r = put_web(&app, &[("if-none-match", "*")], 81).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.json);
+    assert_eq!(r.json["error"]["code"], "PreconditionFailed");
+    let r = send(&app, "GET", "/api/v1/manage/challenges/web", A, &[], "").await;
+    assert_eq!(r.etag.as_deref(), Some(v.as_str()), "unchanged");
+    assert_eq!(r.json["spec"]["ports"][0]["port"], 80);
+    // If-None-Match with the current tag refuses too; with another one it passes.
+    let r = put_web(&app, &[("if-none-match", &v)], 82).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.json);
+    let r = put_web(&app, &[("if-none-match", "\"4242\"")], 82).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+}
+
+#[tokio::test]
+async fn the_body_resource_version_is_the_if_match_without_the_header() {
+    let app = router(state());
+    let v = put_web(&app, &[], 80).await.etag.unwrap();
+    let with_version = |rv: &str, port: u32| {
+        manifest("web", port).replace(
+            "  name: web\n",
+            &format!("  name: web\n  resourceVersion: \"{rv}\"\n"),
+        )
+    };
+    let uri = "/api/v1/manage/challenges/web";
+    let r = send(&app, "PUT", uri, A, &[], &with_version("999", 81)).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.json);
+    let r = send(&app, "PUT", uri, A, &[], &with_version("abc", 81)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
+    let rv = v.trim_matches('"');
+    let r = send(&app, "PUT", uri, A, &[], &with_version(rv, 81)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    // The header wins over the body.
+    let current = r.etag.unwrap();
+    let r = send(
+        &app,
+        "PUT",
+        uri,
+        A,
+        &[("if-match", &current)],
+        &with_version(rv, 82),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+}
+
 #[tokio::test]
 async fn a_name_owned_by_a_watched_file_is_409_naming_the_file() {
     let state = state();
