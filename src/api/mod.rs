@@ -6,6 +6,7 @@
 //! engine. Routes are guarded by the extractors of [`crate::auth`].
 
 mod auth;
+mod digest;
 mod error;
 pub mod hooks;
 mod info;

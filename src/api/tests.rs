@@ -572,3 +572,79 @@ async fn metrics_count_requests_by_route() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn info_lists_attachments_with_url_size_and_sha256() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("docs");
+    std::fs::create_dir_all(folder.join("public")).unwrap();
+    std::fs::write(folder.join("public/hand out.txt"), "abc").unwrap();
+    let mut challenge = Challenge::with_image("docs", "x");
+    for name in ["public/hand out.txt", "public/gone.bin"] {
+        challenge.attachments.push(crate::model::Attachment {
+            name: name.to_string(),
+            path: folder.join(name),
+        });
+    }
+    let state = state();
+    let mut snapshot = DirSnapshot::default();
+    snapshot.claims.insert(
+        "docs".into(),
+        vec![(
+            folder.join("challenge.yaml").display().to_string(),
+            Claim::Valid {
+                challenge: Box::new(challenge),
+                raw: None,
+            },
+        )],
+    );
+    state.store.apply_dir(0, snapshot);
+    let app = router(state);
+    let viewer = Some(Role::Viewer);
+    let r = send(&app, "GET", "/api/v1/info/challenges", viewer, &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let attachments = &r.json["items"][0]["attachments"];
+    assert_eq!(
+        attachments[0],
+        serde_json::json!({
+            "name": "public/hand out.txt",
+            "url": "/api/v1/info/challenges/docs/attachments/public/hand%20out.txt",
+            "size": 3,
+            "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            "available": true
+        })
+    );
+    // A file that went missing is listed as unavailable, not a 500.
+    assert_eq!(
+        attachments[1],
+        serde_json::json!({
+            "name": "public/gone.bin",
+            "url": "/api/v1/info/challenges/docs/attachments/public/gone.bin",
+            "size": null, "sha256": null, "available": false
+        })
+    );
+    // The URL serves the file.
+    let url = attachments[0]["url"].as_str().unwrap().to_string();
+    let req = Request::get(&url)
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", token(Role::Viewer)),
+        )
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"abc");
+    let gone = attachments[1]["url"].as_str().unwrap().to_string();
+    let r = send(&app, "GET", &gone, viewer, &[], "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // A changed file is hashed again.
+    std::fs::write(folder.join("public/hand out.txt"), "abcd").unwrap();
+    let r = send(&app, "GET", "/api/v1/info/challenges/docs", viewer, &[], "").await;
+    assert_eq!(r.json["attachments"][0]["size"], 4);
+    assert_eq!(
+        r.json["attachments"][0]["sha256"],
+        "88d4266fd4e6338d13b845fcf289579d209c897823b9217da3e161936f031589"
+    );
+}
