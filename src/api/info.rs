@@ -8,11 +8,12 @@ use axum::extract::{Path as UrlPath, State};
 use axum::routing::get;
 use axum::Json;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::digest;
-use super::openapi::Api;
-use super::{ApiError, AppState};
+use super::openapi::{Api, Content, Op};
+use super::{ApiError, AppState, Items};
 use crate::auth::RequireViewer;
 use crate::desired::Entry;
 use crate::model::Attachment;
@@ -22,30 +23,35 @@ pub fn routes() -> Api {
         .route(
             "/api/v1/info/challenges",
             get(list),
-            &[(
-                "GET",
-                "Player-safe view of deployed challenges",
-                Some("viewer"),
-            )],
+            [Op::get("Player-safe view of deployed challenges")
+                .role("viewer")
+                .json::<Items<Info>>(200)],
         )
         .route(
             "/api/v1/info/challenges/{name}",
             get(one),
-            &[("GET", "Player-safe view of one challenge", Some("viewer"))],
+            [Op::get("Player-safe view of one challenge")
+                .role("viewer")
+                .json::<Info>(200)
+                .errors(&[404])],
         )
         .route(
             "/api/v1/info/challenges/{name}/attachments/{*file}",
             get(attachment),
-            &[(
-                "GET",
-                "Download an attachment (ETag, content type)",
-                Some("viewer"),
-            )],
+            [Op::get("Download an attachment (ETag, content type)")
+                .role("viewer")
+                .header(
+                    "If-None-Match",
+                    "The ETag of a copy the client holds: 304 if current",
+                )
+                .reply(200, Content::File)
+                .reply(304, Content::Empty)
+                .errors(&[404])],
         )
 }
 
 /// One way in for players.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Connection {
     pub replica: u32,
@@ -55,7 +61,7 @@ pub struct Connection {
 }
 
 /// The player-safe view of a challenge.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Info {
     pub name: String,
     pub description: String,
@@ -70,7 +76,7 @@ pub struct Info {
 /// One file offered to players. When the file cannot be served right now (missing, unreadable,
 /// outside the manifest's folder), it is still listed, so the platform sees what the challenge
 /// promises, with `available: false` and no size or digest; its URL then answers 404.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct AttachmentInfo {
     /// The path as written in the manifest.
     pub name: String,
@@ -165,12 +171,10 @@ fn info(state: &AppState, entry: &Entry) -> Option<Info> {
     })
 }
 
-#[derive(Serialize)]
-struct Items {
-    items: Vec<Info>,
-}
-
-async fn list(_: RequireViewer, State(state): State<AppState>) -> Result<Json<Items>, ApiError> {
+async fn list(
+    _: RequireViewer,
+    State(state): State<AppState>,
+) -> Result<Json<Items<Info>>, ApiError> {
     let items = blocking(move || {
         state
             .store

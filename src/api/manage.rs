@@ -9,9 +9,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
+use schemars::JsonSchema;
 
-use super::openapi::Api;
-use super::{ApiError, AppState};
+use super::openapi::{Api, Op};
+use super::{ApiError, AppState, Items};
 use crate::auth::RequireAuthor;
 use crate::desired::Entry;
 use crate::manifest::{self, raw, DocOutcome};
@@ -24,54 +25,68 @@ pub fn routes() -> Api {
         .route(
             "/api/v1/manage/challenges",
             get(list).post(create),
-            &[
-                (
-                    "GET",
-                    "Every manifest with its resourceVersion",
-                    Some("author"),
-                ),
-                (
-                    "POST",
-                    "Create a challenge from a YAML or JSON manifest",
-                    Some("author"),
-                ),
+            [
+                Op::get("Every manifest with its resourceVersion")
+                    .role("author")
+                    .json::<Items<raw::Manifest>>(200),
+                Op::post("Create a challenge from a YAML or JSON manifest")
+                    .role("author")
+                    .body::<raw::Manifest>(true)
+                    .example(EXAMPLE)
+                    .json::<raw::Manifest>(201)
+                    .errors(&[409, 422]),
             ],
         )
         .route(
             "/api/v1/manage/challenges/{name}",
             get(one).put(put).delete(purge),
-            &[
-                (
-                    "GET",
-                    "One manifest; ETag is its resourceVersion",
-                    Some("author"),
-                ),
-                (
-                    "PUT",
-                    "Create or replace (If-Match for optimistic concurrency)",
-                    Some("author"),
-                ),
-                (
-                    "DELETE",
-                    "Purge an API-owned challenge and its containers",
-                    Some("author"),
-                ),
+            [
+                Op::get("One manifest; ETag is its resourceVersion")
+                    .role("author")
+                    .json::<raw::Manifest>(200)
+                    .errors(&[404, 409]),
+                Op::put("Create or replace (If-Match, If-None-Match: * for create-only)")
+                    .role("author")
+                    .body::<raw::Manifest>(true)
+                    .example(EXAMPLE)
+                    .header("If-Match", IF_MATCH)
+                    .header("If-None-Match", IF_NONE_MATCH)
+                    .json::<raw::Manifest>(200)
+                    .json::<raw::Manifest>(201)
+                    .errors(&[409, 412, 422]),
+                Op::delete("Purge an API-owned challenge and its containers")
+                    .role("author")
+                    .header("If-Match", IF_MATCH)
+                    .header("If-None-Match", IF_NONE_MATCH)
+                    .json::<Accepted>(202)
+                    .errors(&[404, 409, 412]),
             ],
         )
         .route(
             "/api/v1/manage/challenges/{name}/{action}",
             post(action),
-            &[(
-                "POST",
-                "deploy, undeploy or redeploy: 202 with a task",
-                Some("author"),
-            )],
+            [Op::post("deploy, undeploy or redeploy: 202 with a task")
+                .role("author")
+                .json::<Accepted>(202)
+                .errors(&[404])],
         )
 }
 
-#[derive(serde::Serialize)]
-struct Items {
-    items: Vec<raw::Manifest>,
+/// A manifest the API accepts, as the document's example body.
+const EXAMPLE: &str = r#"{"apiVersion": "beast/v1", "kind": "Challenge",
+  "metadata": {"name": "api-example", "labels": {"category": "misc"}},
+  "spec": {"description": "Made through the API.", "category": "misc", "points": 100,
+           "flag": "flag{example}", "image": "beast-examples/busybox:1",
+           "command": ["sleep", "3600"]}}"#;
+
+const IF_MATCH: &str = "Entity tags (resourceVersions, `\"12\"`) or `*`; 412 unless one is current";
+const IF_NONE_MATCH: &str =
+    "`*` (412 if the challenge exists) or entity tags (412 if one is current)";
+
+/// The answer to an accepted lifecycle request.
+#[derive(serde::Serialize, JsonSchema)]
+struct Accepted {
+    task: Task,
 }
 
 /// The manifest of an entry with its resourceVersion.
@@ -89,7 +104,7 @@ fn with_etag(status: StatusCode, manifest: raw::Manifest, version: u64) -> Respo
     response
 }
 
-async fn list(_: RequireAuthor, State(state): State<AppState>) -> Json<Items> {
+async fn list(_: RequireAuthor, State(state): State<AppState>) -> Json<Items<raw::Manifest>> {
     let items = state.store.snapshot().iter().filter_map(served).collect();
     Json(Items { items })
 }
@@ -219,11 +234,7 @@ async fn action(
 fn accepted(state: &AppState, name: &str, action: &str) -> Response {
     let task: Task = state.tasks.create(name, action);
     state.control.enqueue(name);
-    (
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "task": task })),
-    )
-        .into_response()
+    (StatusCode::ACCEPTED, Json(Accepted { task })).into_response()
 }
 
 /// Applies an acknowledged write to the desired state and asks for a reconcile.

@@ -479,7 +479,7 @@ async fn every_route_is_in_the_openapi_document_and_answers() {
     assert_eq!(r.status, StatusCode::OK);
     let paths = r.json["paths"].as_object().unwrap();
     let (_, docs) = api().finish();
-    assert!(docs.len() >= 20, "{docs:?}");
+    assert!(docs.len() >= 20, "{}", docs.len());
     for d in &docs {
         assert!(
             paths[&d.path.replace("{*", "{")]
@@ -647,4 +647,107 @@ async fn info_lists_attachments_with_url_size_and_sha256() {
         r.json["attachments"][0]["sha256"],
         "88d4266fd4e6338d13b845fcf289579d209c897823b9217da3e161936f031589"
     );
+}
+
+#[test]
+fn every_2xx_of_every_route_has_a_schema_and_every_error_the_error_schema() {
+    let (_, docs) = api().finish();
+    let doc = super::openapi::document(&docs);
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{method} {path} documents no 2xx"
+            );
+            for (status, response) in responses {
+                if status == "204" || status == "304" {
+                    assert!(
+                        response.get("content").is_none(),
+                        "{method} {path} {status}"
+                    );
+                    continue;
+                }
+                let content = response["content"].as_object();
+                let content =
+                    content.unwrap_or_else(|| panic!("{method} {path} {status}: no content"));
+                for (mime, media) in content {
+                    let schema = &media["schema"];
+                    assert!(
+                        schema.as_object().is_some_and(|s| !s.is_empty()),
+                        "{method} {path} {status} {mime}: no schema"
+                    );
+                    if let Some(target) = schema["$ref"].as_str() {
+                        let name = target.trim_start_matches("#/components/schemas/");
+                        assert!(schemas.contains_key(name), "{target} is not defined");
+                    }
+                    // Errors have the error shape; /readyz's 503 is its own readiness body.
+                    if (status.starts_with('4') || status.starts_with('5')) && path != "/readyz" {
+                        assert_eq!(
+                            schema["$ref"], "#/components/schemas/Error",
+                            "{method} {path} {status}"
+                        );
+                    }
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 40, "{checked}");
+    // Every $ref anywhere resolves.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    for r in all {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{r}"));
+        assert!(schemas.contains_key(name), "{r} dangles");
+    }
+    // The schemas are those of the types the handlers serialise.
+    let status = &schemas["ChallengeStatus"]["properties"];
+    assert!(
+        status["status"].is_object() && status["generation"].is_object(),
+        "{status}"
+    );
+    let info = &doc["paths"]["/api/v1/info/challenges/{name}"]["get"]["responses"]["200"];
+    assert_eq!(
+        info["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Info"
+    );
+    let attachment = &schemas["AttachmentInfo"]["required"];
+    for field in ["name", "url", "size", "sha256", "available"] {
+        assert!(
+            attachment.as_array().unwrap().iter().any(|f| f == field),
+            "{attachment}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_served_as_openmetrics() {
+    let app = router(state());
+    let response = app
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).ends_with("# EOF\n"));
 }
