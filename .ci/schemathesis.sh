@@ -9,16 +9,17 @@
 #
 # Env: BEAST_BIN, ST_VENV (default .ci/.venv-schemathesis), ST_MAX_EXAMPLES (default 20),
 # ST_MAX_TIME (seconds the schemathesis run may take before it counts as failed, default 600),
-# ST_VERSION (pip requirement, default schemathesis>=4,<5).
+# ST_VERSION (pip requirement, default schemathesis>=4,<5), ST_SEED (default 8).
 #
 # beast runs with its own --instance id, --state-dir, port range and listen port; on exit
 # (success or failure) it is stopped and exactly the containers labelled with that instance are
 # removed.
 #
-# Operations excluded (streams that never end, so a request could only time out):
-#   GET /api/v1/notification/events          server-sent events
-#   GET /api/v1/status/challenges/{name}/logs  with follow=true a chunked stream that stays open
-# Their heads and errors are covered by the router tests (src/api/tests.rs, notification.rs).
+# Excluded, because its response never ends (a request could only time out):
+#   GET /api/v1/notification/events   server-sent events; its head, filters and errors are covered
+#                                     by the router tests in src/api/notification.rs
+# and `follow` of GET /api/v1/status/challenges/{name}/logs is always false (with true the
+# response is a chunked stream that stays open); its other parameters are fuzzed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -76,7 +77,8 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 # The examples, without their fixed host ports (ports come from this run's range), plus a static
-# challenge with an attachment for the info namespace.
+# challenge with an attachment for the info namespace (at the top of its folder: schemathesis
+# filters out most path parameters that hold a `/`, which fails its health check).
 mkdir -p "$work/manifests" "$work/state"
 for dir in examples/*/; do
   [ -f "$dir/challenge.yaml" ] || continue
@@ -84,8 +86,8 @@ for dir in examples/*/; do
   mkdir -p "$work/manifests/$name"
   sed '/hostPort:/d' "$dir/challenge.yaml" >"$work/manifests/$name/challenge.yaml"
 done
-mkdir -p "$work/manifests/handout/public"
-printf 'read me\n' >"$work/manifests/handout/public/handout.txt"
+mkdir -p "$work/manifests/handout"
+printf 'read me\n' >"$work/manifests/handout/handout.txt"
 cat >"$work/manifests/handout/challenge.yaml" <<'YAML'
 apiVersion: beast/v1
 kind: Challenge
@@ -94,7 +96,7 @@ metadata:
 spec:
   description: "A file to download."
   flag: "flag{handout}"
-  attachments: [public/handout.txt]
+  attachments: [handout.txt]
 YAML
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -127,7 +129,7 @@ values = ["echo-tcp", "web-notes", "healthy-service", "replicated-oracle", "hand
 [dictionaries.actions]
 values = ["deploy", "undeploy", "redeploy"]
 [dictionaries.files]
-values = ["public/handout.txt"]
+values = ["handout.txt"]
 [dictionaries.tasks]
 values = ["t-1", "t-2", "t-3", "t-4", "t-5", "t-6", "t-7", "t-8"]
 [dictionaries.webhooks]
@@ -138,6 +140,7 @@ values = ["wh-1", "wh-2", "wh-3"]
 "path.action" = { dictionary = "actions", probability = 0.8 }
 "path.file" = { dictionary = "files", probability = 0.7 }
 "path.id" = { dictionary = "tasks", probability = 0.5 }
+"query.follow" = "false"
 TOML
 
 # Checks: the two the conformance run is about (no 5xx, responses as published) plus the
@@ -153,9 +156,8 @@ timeout --kill-after=30 "$max_time" \
   --checks "$checks" \
   --header "Authorization: Bearer $token" \
   --exclude-path /api/v1/notification/events \
-  --exclude-path '/api/v1/status/challenges/{name}/logs' \
   --max-examples "$max_examples" \
   --request-timeout 10 \
-  --seed 8 \
+  --seed "${ST_SEED:-8}" \
   --workers 2
 echo "schemathesis: no server errors, no responses violating the schema"

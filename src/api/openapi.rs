@@ -207,9 +207,10 @@ fn error_schema() -> Value {
     })
 }
 
-/// Errors any route may answer: a body over the limit, a request that took too long, or a
-/// body the router refuses before the handler (wrong method is not listed: it is no operation).
-const ALWAYS: [u16; 3] = [400, 408, 413];
+/// Errors any route may answer: a request the router refuses before the handler (a bad query or
+/// header), a request that took too long, a body over the limit, an internal failure (a wrong
+/// method is not listed: it is no operation).
+const ALWAYS: [u16; 4] = [400, 408, 413, 500];
 
 /// Schema generation for responses (what handlers serialise) and for inputs (what they
 /// deserialise; inlined, so one type may differ between the two without a name clash).
