@@ -254,6 +254,7 @@ struct Document {
 
 /// A list response: `{"items": [...]}`.
 #[derive(Serialize, JsonSchema)]
+#[schemars(rename = "{T}List")]
 pub struct Items<T> {
     pub items: Vec<T>,
 }

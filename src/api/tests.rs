@@ -723,6 +723,11 @@ fn every_2xx_of_every_route_has_a_schema_and_every_error_the_error_schema() {
         status["status"].is_object() && status["generation"].is_object(),
         "{status}"
     );
+    let list = &doc["paths"]["/api/v1/status/challenges"]["get"]["responses"]["200"];
+    assert_eq!(
+        list["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ChallengeStatusList"
+    );
     let info = &doc["paths"]["/api/v1/info/challenges/{name}"]["get"]["responses"]["200"];
     assert_eq!(
         info["content"]["application/json"]["schema"]["$ref"],
