@@ -14,7 +14,7 @@ use crate::desired::Entry;
 use crate::runtime::PortBinding;
 
 /// Lifecycle phase of a challenge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default, schemars::JsonSchema)]
 pub enum Phase {
     #[default]
     Pending,
@@ -27,7 +27,7 @@ pub enum Phase {
 }
 
 /// A condition (`Valid`, `Ready`, `Healthy`, `Built`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
@@ -40,7 +40,7 @@ pub struct Condition {
 }
 
 /// One container serving a challenge.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ContainerStatus {
     pub name: String,
     pub id: String,
@@ -51,7 +51,7 @@ pub struct ContainerStatus {
 }
 
 /// How the last container of a challenge ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LastTermination {
     pub container: String,
@@ -66,7 +66,7 @@ pub struct LastTermination {
 }
 
 /// Something beast saw or did, kept in the challenge's history (last [`HISTORY`] entries).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Event {
     pub time: String,
     /// `Normal` or `Warning`.
@@ -274,7 +274,7 @@ impl StatusBoard {
 }
 
 /// The status response of one challenge (SPEC §6).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ChallengeStatus {
     pub name: String,
     pub source: String,
@@ -285,7 +285,7 @@ pub struct ChallengeStatus {
     pub status: StatusBody,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusBody {
     pub phase: Phase,

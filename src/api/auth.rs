@@ -11,9 +11,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
 use axum::Json;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::openapi::Api;
+use super::openapi::{Api, Op};
 use super::ApiError;
 use crate::auth::{now, Auth, AuthError, Claims, RequireViewer, Role};
 
@@ -21,16 +22,17 @@ pub fn routes() -> Api {
     Api::new("auth").route(
         "/api/v1/auth/token",
         post(exchange),
-        &[(
-            "POST",
-            "Exchange a valid token for a narrower or shorter one",
-            Some("viewer"),
-        )],
+        [
+            Op::post("Exchange a valid token for a narrower or shorter one")
+                .role("viewer")
+                .body::<TokenRequest>(false)
+                .json::<TokenResponse>(200),
+        ],
     )
 }
 
 /// The body of a token request; every field is optional, an empty body is `{}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenRequest {
     /// Defaults to the caller's role.
@@ -41,7 +43,7 @@ struct TokenRequest {
     subject: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct TokenResponse {
     token: String,

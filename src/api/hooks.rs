@@ -16,7 +16,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::Notify;
 
-use super::openapi::Api;
+use super::openapi::{Api, Op};
 use super::{ApiError, AppState};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -46,20 +46,32 @@ pub fn routes() -> Api {
     Api::new("hooks").route(
         "/api/v1/manage/hooks/git",
         post(git),
-        &[(
-            "POST",
+        [Op::post(
             "Fetch the git source now. No bearer token: authenticated by the webhook secret \
              (GitHub X-Hub-Signature-256 HMAC of the body, or GitLab X-Gitlab-Token)",
-            None,
-        )],
+        )
+        .header(
+            "X-Hub-Signature-256",
+            "GitHub: sha256=<hex HMAC-SHA256 of the body>",
+        )
+        .header("X-Gitlab-Token", "GitLab: the shared secret")
+        .json::<HookAccepted>(202)
+        .errors(&[401, 404])],
     )
+}
+
+/// The answer to an accepted hook call.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct HookAccepted {
+    /// Always true: a fetch was asked for.
+    accepted: bool,
 }
 
 async fn git(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<HookAccepted>), ApiError> {
     let Some(hook) = &state.git_hook else {
         return Err(ApiError::NotFound(
             "the git webhook is not configured (beast run --git URL --git-webhook-secret S)"
@@ -71,10 +83,7 @@ async fn git(
         return Err(ApiError::Unauthorized(why.to_string()));
     }
     hook.trigger.notify_one();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({"accepted": true})),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(HookAccepted { accepted: true })))
 }
 
 /// Checks a hook call against `secret`: GitHub's body signature if present, else GitLab's token.

@@ -1,46 +1,57 @@
 //! The info namespace (viewer): what players may see of deployed challenges — description,
-//! category, points, tags, hints, connection details and attachment names. Never the flag, the
-//! env or the image.
+//! category, points, tags, hints, connection details and attachments (download URL, size,
+//! sha256). Never the flag, the env or the image.
 
-use axum::extract::{Path, State};
+use std::path::{Path, PathBuf};
+
+use axum::extract::{Path as UrlPath, State};
 use axum::routing::get;
 use axum::Json;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::openapi::Api;
-use super::{ApiError, AppState};
+use super::digest;
+use super::openapi::{Api, Content, Op};
+use super::{ApiError, AppState, Items};
 use crate::auth::RequireViewer;
 use crate::desired::Entry;
+use crate::model::Attachment;
 
 pub fn routes() -> Api {
     Api::new("info")
         .route(
             "/api/v1/info/challenges",
             get(list),
-            &[(
-                "GET",
-                "Player-safe view of deployed challenges",
-                Some("viewer"),
-            )],
+            [Op::get("Player-safe view of deployed challenges")
+                .role("viewer")
+                .json::<Items<Info>>(200)],
         )
         .route(
             "/api/v1/info/challenges/{name}",
             get(one),
-            &[("GET", "Player-safe view of one challenge", Some("viewer"))],
+            [Op::get("Player-safe view of one challenge")
+                .role("viewer")
+                .json::<Info>(200)
+                .errors(&[404])],
         )
         .route(
             "/api/v1/info/challenges/{name}/attachments/{*file}",
             get(attachment),
-            &[(
-                "GET",
-                "Download an attachment (ETag, content type)",
-                Some("viewer"),
-            )],
+            [Op::get("Download an attachment (ETag, content type)")
+                .role("viewer")
+                .header(
+                    "If-None-Match",
+                    "The ETag of a copy the client holds: 304 if current",
+                )
+                .reply(200, Content::File)
+                .reply(304, Content::Empty)
+                .errors(&[404])],
         )
 }
 
 /// One way in for players.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Connection {
     pub replica: u32,
@@ -50,7 +61,7 @@ pub struct Connection {
 }
 
 /// The player-safe view of a challenge.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Info {
     pub name: String,
     pub description: String,
@@ -59,7 +70,68 @@ pub struct Info {
     pub tags: Vec<String>,
     pub hints: Vec<String>,
     pub connection: Vec<Connection>,
-    pub attachments: Vec<String>,
+    pub attachments: Vec<AttachmentInfo>,
+}
+
+/// One file offered to players. When the file cannot be served right now (missing, unreadable,
+/// outside the manifest's folder), it is still listed, so the platform sees what the challenge
+/// promises, with `available: false` and no size or digest; its URL then answers 404.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AttachmentInfo {
+    /// The path as written in the manifest.
+    pub name: String,
+    /// The download route on this server (path only, percent-encoded).
+    pub url: String,
+    /// Bytes; `null` when unavailable.
+    pub size: Option<u64>,
+    /// Hex sha256 of the content; `null` when unavailable.
+    pub sha256: Option<String>,
+    /// Whether the URL serves the file now.
+    pub available: bool,
+}
+
+/// What may appear unencoded in a URL path segment (RFC 3986 unreserved characters).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The download URL of attachment `file` of challenge `name`.
+fn attachment_url(name: &str, file: &str) -> String {
+    let file: Vec<String> = file
+        .split('/')
+        .map(|seg| utf8_percent_encode(seg, SEGMENT).to_string())
+        .collect();
+    format!(
+        "/api/v1/info/challenges/{}/attachments/{}",
+        utf8_percent_encode(name, SEGMENT),
+        file.join("/")
+    )
+}
+
+/// The listing of `entry`'s attachment `a` (blocking: stats, and hashes a changed file).
+fn attachment_info(entry: &Entry, a: &Attachment) -> AttachmentInfo {
+    let digest = resolve_inside(&a.path, folder_of(entry).as_deref())
+        .and_then(|real| digest::digest(&real).map_err(|e| e.to_string()));
+    if let Err(why) = &digest {
+        tracing::debug!(challenge = %entry.name, file = %a.name, %why, "attachment unavailable");
+    }
+    let digest = digest.ok();
+    AttachmentInfo {
+        name: a.name.clone(),
+        url: attachment_url(&entry.name, &a.name),
+        available: digest.is_some(),
+        size: digest.as_ref().map(|d| d.size),
+        sha256: digest.map(|d| d.sha256),
+    }
+}
+
+/// The folder of the manifest file of `entry`, inside which its attachments must resolve.
+fn folder_of(entry: &Entry) -> Option<PathBuf> {
+    entry
+        .file()
+        .and_then(|f| Path::new(f).parent().map(Path::to_path_buf))
 }
 
 fn info(state: &AppState, entry: &Entry) -> Option<Info> {
@@ -94,32 +166,48 @@ fn info(state: &AppState, entry: &Entry) -> Option<Info> {
         attachments: challenge
             .attachments
             .iter()
-            .map(|a| a.name.clone())
+            .map(|a| attachment_info(entry, a))
             .collect(),
     })
 }
 
-async fn list(_: RequireViewer, State(state): State<AppState>) -> Json<serde_json::Value> {
-    let items: Vec<Info> = state
-        .store
-        .snapshot()
-        .iter()
-        .filter_map(|e| info(&state, e))
-        .collect();
-    Json(serde_json::json!({ "items": items }))
+async fn list(
+    _: RequireViewer,
+    State(state): State<AppState>,
+) -> Result<Json<Items<Info>>, ApiError> {
+    let items = blocking(move || {
+        state
+            .store
+            .snapshot()
+            .iter()
+            .filter_map(|e| info(&state, e))
+            .collect()
+    })
+    .await?;
+    Ok(Json(Items { items }))
 }
 
 async fn one(
     _: RequireViewer,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Info>, ApiError> {
-    state
-        .store
-        .get(&name)
-        .and_then(|e| info(&state, &e))
+    let found = {
+        let name = name.clone();
+        blocking(move || state.store.get(&name).and_then(|e| info(&state, &e))).await?
+    };
+    found
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("challenge {name:?} not found")))
+}
+
+/// Runs file-system work (stat, hashing) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("info task failed: {e}")))
 }
 
 /// A player's download of one attachment: only files the manifest lists are served (so no
@@ -127,7 +215,7 @@ async fn one(
 async fn attachment(
     _: RequireViewer,
     State(state): State<AppState>,
-    Path((name, file)): Path<(String, String)>,
+    UrlPath((name, file)): UrlPath<(String, String)>,
     headers: axum::http::HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::http::{header, HeaderValue, StatusCode};
@@ -147,18 +235,17 @@ async fn attachment(
         .find(|a| a.name == wanted)
         .ok_or_else(not_found)?;
     let path = attachment.path.clone();
-    let folder = entry.file().and_then(|f| {
-        std::path::Path::new(f)
-            .parent()
-            .map(std::path::Path::to_path_buf)
-    });
-    let bytes = tokio::task::spawn_blocking(move || read_inside(&path, folder.as_deref()))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|why| {
-            tracing::warn!(challenge = %name, file = %wanted, %why, "attachment not served");
-            not_found()
-        })?;
+    let folder = folder_of(&entry);
+    let bytes = tokio::task::spawn_blocking(move || {
+        let real = resolve_inside(&path, folder.as_deref())?;
+        std::fs::read(&real).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|why| {
+        tracing::warn!(challenge = %name, file = %wanted, %why, "attachment not served");
+        not_found()
+    })?;
     use sha2::Digest;
     let etag = format!("\"{}\"", hex::encode(&sha2::Sha256::digest(&bytes)[..16]));
     if headers
@@ -184,11 +271,8 @@ async fn attachment(
     Ok(response)
 }
 
-/// Reads `path` if, after resolving symlinks, it is a regular file inside `folder` (when known).
-fn read_inside(
-    path: &std::path::Path,
-    folder: Option<&std::path::Path>,
-) -> Result<Vec<u8>, String> {
+/// `path` with symlinks resolved, if that is a regular file inside `folder` (when known).
+fn resolve_inside(path: &Path, folder: Option<&Path>) -> Result<PathBuf, String> {
     let real = std::fs::canonicalize(path).map_err(|e| e.to_string())?;
     if let Some(folder) = folder {
         let folder = std::fs::canonicalize(folder).map_err(|e| e.to_string())?;
@@ -203,5 +287,5 @@ fn read_inside(
     if !real.is_file() {
         return Err("not a regular file".to_string());
     }
-    std::fs::read(&real).map_err(|e| e.to_string())
+    Ok(real)
 }

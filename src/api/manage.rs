@@ -9,14 +9,15 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
+use schemars::JsonSchema;
 
-use super::openapi::Api;
-use super::{ApiError, AppState};
+use super::openapi::{Api, Op};
+use super::{ApiError, AppState, Items};
 use crate::auth::RequireAuthor;
 use crate::desired::Entry;
 use crate::manifest::{self, raw, DocOutcome};
 use crate::model::{Challenge, ImageSource};
-use crate::source::api_store::StoreError;
+use crate::source::api_store::{Precondition, StoreError, Tags};
 use crate::tasks::Task;
 
 pub fn routes() -> Api {
@@ -24,54 +25,68 @@ pub fn routes() -> Api {
         .route(
             "/api/v1/manage/challenges",
             get(list).post(create),
-            &[
-                (
-                    "GET",
-                    "Every manifest with its resourceVersion",
-                    Some("author"),
-                ),
-                (
-                    "POST",
-                    "Create a challenge from a YAML or JSON manifest",
-                    Some("author"),
-                ),
+            [
+                Op::get("Every manifest with its resourceVersion")
+                    .role("author")
+                    .json::<Items<raw::Manifest>>(200),
+                Op::post("Create a challenge from a YAML or JSON manifest")
+                    .role("author")
+                    .body::<raw::Manifest>(true)
+                    .example(EXAMPLE)
+                    .json::<raw::Manifest>(201)
+                    .errors(&[409, 422]),
             ],
         )
         .route(
             "/api/v1/manage/challenges/{name}",
             get(one).put(put).delete(purge),
-            &[
-                (
-                    "GET",
-                    "One manifest; ETag is its resourceVersion",
-                    Some("author"),
-                ),
-                (
-                    "PUT",
-                    "Create or replace (If-Match for optimistic concurrency)",
-                    Some("author"),
-                ),
-                (
-                    "DELETE",
-                    "Purge an API-owned challenge and its containers",
-                    Some("author"),
-                ),
+            [
+                Op::get("One manifest; ETag is its resourceVersion")
+                    .role("author")
+                    .json::<raw::Manifest>(200)
+                    .errors(&[404, 409]),
+                Op::put("Create or replace (If-Match, If-None-Match: * for create-only)")
+                    .role("author")
+                    .body::<raw::Manifest>(true)
+                    .example(EXAMPLE)
+                    .header("If-Match", IF_MATCH)
+                    .header("If-None-Match", IF_NONE_MATCH)
+                    .json::<raw::Manifest>(200)
+                    .json::<raw::Manifest>(201)
+                    .errors(&[409, 412, 422]),
+                Op::delete("Purge an API-owned challenge and its containers")
+                    .role("author")
+                    .header("If-Match", IF_MATCH)
+                    .header("If-None-Match", IF_NONE_MATCH)
+                    .json::<Accepted>(202)
+                    .errors(&[404, 409, 412]),
             ],
         )
         .route(
             "/api/v1/manage/challenges/{name}/{action}",
             post(action),
-            &[(
-                "POST",
-                "deploy, undeploy or redeploy: 202 with a task",
-                Some("author"),
-            )],
+            [Op::post("deploy, undeploy or redeploy: 202 with a task")
+                .role("author")
+                .json::<Accepted>(202)
+                .errors(&[404])],
         )
 }
 
-#[derive(serde::Serialize)]
-struct Items {
-    items: Vec<raw::Manifest>,
+/// A manifest the API accepts, as the document's example body.
+const EXAMPLE: &str = r#"{"apiVersion": "beast/v1", "kind": "Challenge",
+  "metadata": {"name": "api-example", "labels": {"category": "misc"}},
+  "spec": {"description": "Made through the API.", "category": "misc", "points": 100,
+           "flag": "flag{example}", "image": "beast-examples/busybox:1",
+           "command": ["sleep", "3600"]}}"#;
+
+const IF_MATCH: &str = "Entity tags (resourceVersions, `\"12\"`) or `*`; 412 unless one is current";
+const IF_NONE_MATCH: &str =
+    "`*` (412 if the challenge exists) or entity tags (412 if one is current)";
+
+/// The answer to an accepted lifecycle request.
+#[derive(serde::Serialize, JsonSchema)]
+struct Accepted {
+    task: Task,
 }
 
 /// The manifest of an entry with its resourceVersion.
@@ -89,7 +104,7 @@ fn with_etag(status: StatusCode, manifest: raw::Manifest, version: u64) -> Respo
     response
 }
 
-async fn list(_: RequireAuthor, State(state): State<AppState>) -> Json<Items> {
+async fn list(_: RequireAuthor, State(state): State<AppState>) -> Json<Items<raw::Manifest>> {
     let items = state.store.snapshot().iter().filter_map(served).collect();
     Json(Items { items })
 }
@@ -147,11 +162,11 @@ async fn put(
         )));
     }
     refuse_dir_owned(&state, &name)?;
-    let if_match = if_match(&headers, manifest.metadata.resource_version.as_deref())?;
+    let precondition = precondition(&headers, manifest.metadata.resource_version.as_deref())?;
     let existed = state.api_store.get(&name).is_some();
     let store = state.api_store.clone();
     let (n, m) = (name.clone(), manifest.clone());
-    let version = blocking(move || store.put(&n, m, if_match))
+    let version = blocking(move || store.put_if(&n, m, &precondition))
         .await?
         .map_err(|e| store_error(&name, e))?;
     apply(&state, challenge, manifest.clone(), version)?;
@@ -173,11 +188,11 @@ async fn purge(
     if let Some(file) = entry.file() {
         return Err(owned_by(&name, file));
     }
-    let if_match = if_match(&headers, None)?;
+    let precondition = precondition(&headers, None)?;
     let store = state.api_store.clone();
     let n = name.clone();
     blocking(move || {
-        store.delete(&n, if_match)?;
+        store.delete_if(&n, &precondition)?;
         store.forget_lifecycle(&n)
     })
     .await?
@@ -219,11 +234,7 @@ async fn action(
 fn accepted(state: &AppState, name: &str, action: &str) -> Response {
     let task: Task = state.tasks.create(name, action);
     state.control.enqueue(name);
-    (
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "task": task })),
-    )
-        .into_response()
+    (StatusCode::ACCEPTED, Json(Accepted { task })).into_response()
 }
 
 /// Applies an acknowledged write to the desired state and asks for a reconcile.
@@ -282,24 +293,71 @@ fn parse_body(api_dir: &FsPath, body: &[u8]) -> Result<(Challenge, raw::Manifest
     }
 }
 
-/// `If-Match: "12"` (or `W/"12"`, or `12`), else the body's `metadata.resourceVersion`.
-fn if_match(headers: &HeaderMap, from_body: Option<&str>) -> Result<Option<u64>, ApiError> {
-    let raw = match headers.get(header::IF_MATCH) {
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| ApiError::BadRequest("If-Match is not text".to_string()))?
-                .to_string(),
-        ),
-        None => from_body.map(str::to_string),
+/// The write's precondition (RFC 9110 §13.1): `If-Match` and `If-None-Match` (each `*` or a list
+/// of entity tags; `W/"12"` and a bare `12` are read as `"12"`), or, without `If-Match`, the
+/// body's `metadata.resourceVersion`. A tag that is no current resourceVersion simply does not
+/// match (412 from the store); only a header that is not text, or a body version that is not a
+/// number, is a 400.
+fn precondition(headers: &HeaderMap, from_body: Option<&str>) -> Result<Precondition, ApiError> {
+    let if_match = match conditional(headers, header::IF_MATCH)? {
+        Some(tags) => Some(tags),
+        None => match from_body {
+            Some(v) => Some(Tags::Versions(vec![v.trim().parse().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "metadata.resourceVersion {v:?} is not a resourceVersion"
+                ))
+            })?])),
+            None => None,
+        },
     };
-    let Some(raw) = raw else { return Ok(None) };
-    let v = raw.trim().trim_start_matches("W/").trim_matches('"');
-    if v == "*" {
+    Ok(Precondition {
+        if_match,
+        if_none_match: conditional(headers, header::IF_NONE_MATCH)?,
+    })
+}
+
+/// The tags of every `name` header (a list may be split over several), `None` when absent.
+///
+/// Hand-parsed rather than with the `headers` crate: its `IfMatch` compares strongly and refuses
+/// unquoted tags, while this API has always read `W/"12"` and `12` as version 12.
+fn conditional(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<Tags>, ApiError> {
+    let mut values = headers.get_all(&name).iter().peekable();
+    if values.peek().is_none() {
         return Ok(None);
     }
-    v.parse()
-        .map(Some)
-        .map_err(|_| ApiError::BadRequest(format!("If-Match {raw:?} is not a resourceVersion")))
+    let mut versions = Vec::new();
+    for value in values {
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::BadRequest(format!("{name} is not text")))?;
+        for tag in entity_tags(text) {
+            if tag == "*" {
+                return Ok(Some(Tags::Any));
+            }
+            versions.extend(tag.parse::<u64>().ok());
+        }
+    }
+    Ok(Some(Tags::Versions(versions)))
+}
+
+/// The opaque parts of a comma-separated list of entity tags (`"a", W/"b", c`); a quoted tag may
+/// hold commas.
+fn entity_tags(text: &str) -> Vec<&str> {
+    let mut tags = Vec::new();
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c == ',' || c.is_ascii_whitespace());
+        if rest.is_empty() {
+            return tags;
+        }
+        rest = rest.strip_prefix("W/").unwrap_or(rest);
+        let (tag, after) = match rest.strip_prefix('"') {
+            Some(quoted) => quoted.split_once('"').unwrap_or((quoted, "")),
+            None => rest.split_once(',').unwrap_or((rest, "")),
+        };
+        tags.push(tag.trim());
+        rest = after;
+    }
 }
 
 fn refuse_dir_owned(state: &AppState, name: &str) -> Result<(), ApiError> {
@@ -322,10 +380,12 @@ fn not_found(name: &str) -> ApiError {
 fn store_error(name: &str, err: StoreError) -> ApiError {
     match err {
         StoreError::Conflict { current: Some(v) } => ApiError::PreconditionFailed(format!(
-            "challenge {name:?} is at resourceVersion {v}; fetch it again and retry"
+            "challenge {name:?} is at resourceVersion {v}, which the request's If-Match, \
+             If-None-Match or metadata.resourceVersion does not allow; fetch it again and retry"
         )),
         StoreError::Conflict { current: None } => ApiError::PreconditionFailed(format!(
-            "challenge {name:?} does not exist in the API store"
+            "challenge {name:?} does not exist in the API store, which the request's If-Match \
+             or metadata.resourceVersion requires"
         )),
         other => ApiError::Internal(other.to_string()),
     }

@@ -6,6 +6,7 @@
 //! engine. Routes are guarded by the extractors of [`crate::auth`].
 
 mod auth;
+mod digest;
 mod error;
 pub mod hooks;
 mod info;
@@ -33,7 +34,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use tower_http::timeout::TimeoutLayer;
 
-use openapi::Api;
+use openapi::{Api, Content, Op};
+use schemars::JsonSchema;
+use serde::Serialize;
 
 pub use error::ApiError;
 pub use hooks::GitHook;
@@ -186,25 +189,30 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Every route with its documentation.
 pub fn api() -> Api {
     Api::new("health")
-        .route("/healthz", get(healthz), &[("GET", "Liveness", None)])
+        .route(
+            "/healthz",
+            get(healthz),
+            [Op::get("Liveness").json::<Health>(200)],
+        )
         .route(
             "/readyz",
             get(readyz),
-            &[(
-                "GET",
-                "Ready once the first pass is done and the engine answers",
-                None,
-            )],
+            [
+                Op::get("Ready once the first pass is done and the engine answers")
+                    .json::<Ready>(200)
+                    .json::<Ready>(503),
+            ],
         )
         .route(
             "/metrics",
             get(metrics),
-            &[("GET", "Prometheus metrics", None)],
+            [Op::get("Prometheus metrics (OpenMetrics text)")
+                .reply(200, Content::Text(OPENMETRICS))],
         )
         .route(
             "/api/v1/openapi.json",
             get(openapi_document),
-            &[("GET", "This document", None)],
+            [Op::get("This document").json::<Document>(200)],
         )
         .merge(auth::routes())
         .merge(status::routes())
@@ -212,6 +220,43 @@ pub fn api() -> Api {
         .merge(info::routes())
         .merge(notification::routes())
         .merge(hooks::routes())
+}
+
+/// The content type of `/metrics`: prometheus-client's text encoder writes OpenMetrics 1.0
+/// (it ends with `# EOF`), not the older Prometheus text format.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `GET /healthz`.
+#[derive(Serialize, JsonSchema)]
+struct Health {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+/// `GET /readyz` (200 when `ready`, else 503).
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+struct Ready {
+    ready: bool,
+    first_pass_done: bool,
+    engine_up: bool,
+}
+
+/// An OpenAPI 3.0 document (this one).
+#[derive(Serialize, JsonSchema)]
+#[schemars(extend("additionalProperties" = true))]
+struct Document {
+    openapi: String,
+    info: serde_json::Map<String, serde_json::Value>,
+    paths: serde_json::Map<String, serde_json::Value>,
+    components: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A list response: `{"items": [...]}`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "{T}List")]
+pub struct Items<T> {
+    pub items: Vec<T>,
 }
 
 /// The whole API, hardened: body limit, request timeout, JSON errors, request metrics.
@@ -237,10 +282,9 @@ async fn openapi_document() -> Json<serde_json::Value> {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut response = state.metrics.render().into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
     response
 }
 
@@ -306,13 +350,11 @@ fn plain(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
-async fn readyz(
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> (StatusCode, Json<serde_json::Value>) {
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
     let first = state
         .readiness
         .first_pass_done
@@ -321,8 +363,11 @@ async fn readyz(
         .readiness
         .engine_up
         .load(std::sync::atomic::Ordering::Relaxed);
-    let body =
-        serde_json::json!({"ready": first && engine, "firstPassDone": first, "engineUp": engine});
+    let body = Ready {
+        ready: first && engine,
+        first_pass_done: first,
+        engine_up: engine,
+    };
     let code = if first && engine {
         StatusCode::OK
     } else {

@@ -13,10 +13,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{delete, get};
 use axum::Json;
 use futures::Stream;
-use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
+use serde::Deserialize;
 
-use super::openapi::Api;
-use super::{ApiError, AppState};
+use super::openapi::{Api, Content, Op};
+use super::{ApiError, AppState, Items};
 use crate::notify::sse::{self, Filter, Start};
 use crate::notify::{NewWebhook, NotifyError, WebhookView};
 
@@ -25,32 +26,38 @@ pub fn routes() -> Api {
         .route(
             "/api/v1/notification/events",
             get(events),
-            &[(
-                "GET",
-                "Server-sent events of status changes, heals and task results",
-                Some("viewer"),
-            )],
+            [
+                Op::get("Server-sent events of status changes, heals and task results")
+                    .role("viewer")
+                    .query::<EventsQuery>()
+                    .header("Last-Event-ID", "Resume after this notification id")
+                    .reply(200, Content::Text("text/event-stream")),
+            ],
         )
         .route(
             "/api/v1/notification/webhooks",
             get(list).post(create),
-            &[
-                ("GET", "List webhook subscriptions", Some("admin")),
-                (
-                    "POST",
-                    "Subscribe a Slack- or Discord-compatible webhook",
-                    Some("admin"),
-                ),
+            [
+                Op::get("List webhook subscriptions")
+                    .role("admin")
+                    .json::<Items<WebhookView>>(200),
+                Op::post("Subscribe a Slack- or Discord-compatible webhook")
+                    .role("admin")
+                    .body::<NewWebhook>(true)
+                    .json::<WebhookView>(201),
             ],
         )
         .route(
             "/api/v1/notification/webhooks/{id}",
             delete(remove),
-            &[("DELETE", "Remove a webhook subscription", Some("admin"))],
+            [Op::delete("Remove a webhook subscription")
+                .role("admin")
+                .reply(204, Content::Empty)
+                .errors(&[404])],
         )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 struct EventsQuery {
     /// `heal,task`: only these kinds.
     kind: Option<String>,
@@ -74,12 +81,7 @@ async fn events(
     Ok(Sse::new(sse::events(&state.notifier, start, filter)).keep_alive(keep_alive))
 }
 
-#[derive(Serialize)]
-struct Items {
-    items: Vec<WebhookView>,
-}
-
-async fn list(_: RequireAdmin, State(state): State<AppState>) -> Json<Items> {
+async fn list(_: RequireAdmin, State(state): State<AppState>) -> Json<Items<WebhookView>> {
     Json(Items {
         items: state.webhooks.list(),
     })

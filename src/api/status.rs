@@ -6,11 +6,13 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Json;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::openapi::Api;
-use super::{ApiError, AppState};
+use super::openapi::{Api, Content, Op};
+use super::{ApiError, AppState, Items};
 use crate::auth::RequireViewer;
+use crate::source::git::GitStatus;
 use crate::status::{view, ChallengeStatus};
 use crate::tasks::Task;
 
@@ -19,39 +21,43 @@ pub fn routes() -> Api {
         .route(
             "/api/v1/status/challenges",
             get(list),
-            &[(
-                "GET",
-                "Status of every challenge (labelSelector=k=v)",
-                Some("viewer"),
-            )],
+            [Op::get("Status of every challenge (labelSelector=k=v)")
+                .role("viewer")
+                .query::<ListQuery>()
+                .json::<Items<ChallengeStatus>>(200)],
         )
         .route(
             "/api/v1/status/challenges/{name}",
             get(one),
-            &[("GET", "Status of one challenge", Some("viewer"))],
+            [Op::get("Status of one challenge")
+                .role("viewer")
+                .json::<ChallengeStatus>(200)
+                .errors(&[404])],
         )
         .route(
             "/api/v1/status/challenges/{name}/logs",
             get(logs),
-            &[(
-                "GET",
-                "Container output (tail, follow, replica)",
-                Some("viewer"),
-            )],
+            [Op::get("Container output (tail, follow, replica, build)")
+                .role("viewer")
+                .query::<LogsQuery>()
+                .reply(200, Content::Text("text/plain; charset=utf-8"))
+                .errors(&[404, 503])],
         )
         .route(
             "/api/v1/status/git",
             get(git),
-            &[(
-                "GET",
-                "The --git source: commit, last sync, last error",
-                Some("viewer"),
-            )],
+            [Op::get("The --git source: commit, last sync, last error")
+                .role("viewer")
+                .json::<GitStatus>(200)
+                .errors(&[404])],
         )
         .route(
             "/api/v1/status/tasks/{id}",
             get(task),
-            &[("GET", "A lifecycle task", Some("viewer"))],
+            [Op::get("A lifecycle task")
+                .role("viewer")
+                .json::<Task>(200)
+                .errors(&[404])],
         )
 }
 
@@ -76,8 +82,9 @@ async fn task(
         .ok_or_else(|| ApiError::NotFound(format!("task {id:?} not found")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 struct LogsQuery {
+    /// How many lines from the end (default 100, at most 10000).
     tail: Option<usize>,
     follow: Option<bool>,
     replica: Option<u32>,
@@ -122,16 +129,11 @@ async fn logs(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 struct ListQuery {
     /// `key=value[,key=value]`: only challenges whose metadata.labels match all pairs.
     #[serde(rename = "labelSelector")]
     label_selector: Option<String>,
-}
-
-#[derive(serde::Serialize)]
-struct Items {
-    items: Vec<ChallengeStatus>,
 }
 
 async fn list(

@@ -55,7 +55,7 @@ impl Default for Delivery {
 }
 
 /// A subscription as persisted and as `POST` answers it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Subscription {
     pub id: String,
     pub url: String,
@@ -73,7 +73,7 @@ impl Subscription {
 }
 
 /// The body of `POST /api/v1/notification/webhooks`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
     pub url: String,
@@ -86,7 +86,7 @@ pub struct NewWebhook {
 }
 
 /// A subscription with its delivery counters, as the listing shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct WebhookView {
     #[serde(flatten)]
     pub subscription: Subscription,
@@ -94,7 +94,7 @@ pub struct WebhookView {
 }
 
 /// Delivery counters of one subscription since beast started.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsView {
     pub delivered: u64,

@@ -21,7 +21,9 @@ pub const LABEL_REPLICA: &str = "beast.replica";
 pub const LABEL_SPEC_HASH: &str = "beast.spec-hash";
 
 /// A published port of a container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, schemars::JsonSchema,
+)]
 pub struct PortBinding {
     pub port: u16,
     #[serde(rename = "hostPort")]
@@ -32,6 +34,17 @@ pub struct PortBinding {
 impl serde::Serialize for Protocol {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
+    }
+}
+
+/// Serialised as `tcp` or `udp`.
+impl schemars::JsonSchema for Protocol {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Protocol".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "enum": ["tcp", "udp"]})
     }
 }
 

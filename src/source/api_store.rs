@@ -136,26 +136,70 @@ struct Inner {
     last_version: u64,
 }
 
-/// What a write requires of the current version.
-#[derive(Clone, Copy)]
-enum Precondition {
+/// What a write requires of the current version: the conditional headers of RFC 9110 §13.1,
+/// evaluated in its order (`If-Match`, then `If-None-Match`) under the store's lock, so the check
+/// and the write are one step.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Precondition {
+    /// The current version must be one of these (`None`: no condition).
+    pub if_match: Option<Tags>,
+    /// The current version must be none of these (`None`: no condition).
+    pub if_none_match: Option<Tags>,
+}
+
+/// The entity tags of a conditional header, as versions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tags {
+    /// `*`: any current version, i.e. the challenge exists.
     Any,
-    Matches(u64),
-    Absent,
+    /// A list of versions. Tags that are not a version are left out: they can never match, so
+    /// an empty list matches nothing.
+    Versions(Vec<u64>),
+}
+
+impl Tags {
+    fn matches(&self, current: Option<u64>) -> bool {
+        match self {
+            Tags::Any => current.is_some(),
+            Tags::Versions(versions) => current.is_some_and(|c| versions.contains(&c)),
+        }
+    }
 }
 
 impl Precondition {
-    fn from_if_match(if_match: Option<u64>) -> Precondition {
-        if_match.map_or(Precondition::Any, Precondition::Matches)
+    /// No condition: the write always applies.
+    pub fn any() -> Precondition {
+        Precondition::default()
     }
 
-    fn check(self, current: Option<u64>) -> Result<(), StoreError> {
-        let ok = match self {
-            Precondition::Any => true,
-            Precondition::Matches(v) => current == Some(v),
-            Precondition::Absent => current.is_none(),
-        };
-        if ok {
+    /// The current version must be `version` (a missing challenge never matches); `None` is no
+    /// condition.
+    pub fn version(version: Option<u64>) -> Precondition {
+        Precondition {
+            if_match: version.map(|v| Tags::Versions(vec![v])),
+            if_none_match: None,
+        }
+    }
+
+    /// The challenge must not exist (a create).
+    pub fn absent() -> Precondition {
+        Precondition {
+            if_match: None,
+            if_none_match: Some(Tags::Any),
+        }
+    }
+
+    /// Whether the condition holds for the `current` version.
+    pub fn holds(&self, current: Option<u64>) -> bool {
+        self.if_match.as_ref().is_none_or(|t| t.matches(current))
+            && !self
+                .if_none_match
+                .as_ref()
+                .is_some_and(|t| t.matches(current))
+    }
+
+    fn check(&self, current: Option<u64>) -> Result<(), StoreError> {
+        if self.holds(current) {
             Ok(())
         } else {
             Err(StoreError::Conflict { current })
@@ -236,21 +280,36 @@ impl ApiStore {
         manifest: raw::Manifest,
         if_match: Option<u64>,
     ) -> Result<u64, StoreError> {
-        self.write(name, manifest, Precondition::from_if_match(if_match))
+        self.write(name, manifest, &Precondition::version(if_match))
+    }
+
+    /// [`ApiStore::put`] under any [`Precondition`] (the API's `If-Match` / `If-None-Match`).
+    pub fn put_if(
+        &self,
+        name: &str,
+        manifest: raw::Manifest,
+        precondition: &Precondition,
+    ) -> Result<u64, StoreError> {
+        self.write(name, manifest, precondition)
     }
 
     /// Stores `manifest` as `name` only if no challenge of that name is stored (`POST`);
     /// otherwise [`StoreError::Conflict`] with the current version.
     pub fn create(&self, name: &str, manifest: raw::Manifest) -> Result<u64, StoreError> {
-        self.write(name, manifest, Precondition::Absent)
+        self.write(name, manifest, &Precondition::absent())
     }
 
     /// Removes the challenge `name`; whether it existed. With `if_match`, the current version
     /// must equal it. The lifecycle record is kept (see [`ApiStore::forget_lifecycle`]).
     pub fn delete(&self, name: &str, if_match: Option<u64>) -> Result<bool, StoreError> {
+        self.delete_if(name, &Precondition::version(if_match))
+    }
+
+    /// [`ApiStore::delete`] under any [`Precondition`].
+    pub fn delete_if(&self, name: &str, precondition: &Precondition) -> Result<bool, StoreError> {
         let mut inner = self.lock();
         let current = inner.challenges.get(name).map(|s| s.resource_version);
-        Precondition::from_if_match(if_match).check(current)?;
+        precondition.check(current)?;
         if current.is_none() {
             return Ok(false);
         }
@@ -318,7 +377,7 @@ impl ApiStore {
         &self,
         name: &str,
         mut manifest: raw::Manifest,
-        precondition: Precondition,
+        precondition: &Precondition,
     ) -> Result<u64, StoreError> {
         check_name(name)?;
         if manifest.metadata.name.as_deref() != Some(name) {
@@ -832,6 +891,41 @@ mod tests {
         assert!(store.get("a").is_some());
         let err = store.delete("zzz", Some(v1)).unwrap_err();
         assert!(matches!(err, StoreError::Conflict { current: None }));
+    }
+
+    #[test]
+    fn preconditions_follow_rfc_9110() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let exists = Precondition {
+            if_match: Some(Tags::Any),
+            if_none_match: None,
+        };
+        let err = store.put_if("a", manifest("a", "1"), &exists).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict { current: None }),
+            "{err}"
+        );
+        let v = store
+            .put_if("a", manifest("a", "1"), &Precondition::absent())
+            .unwrap();
+        let err = store
+            .put_if("a", manifest("a", "2"), &Precondition::absent())
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { current: Some(c) } if c == v));
+        let one_of = Precondition {
+            if_match: Some(Tags::Versions(vec![v + 100, v])),
+            if_none_match: None,
+        };
+        let v2 = store.put_if("a", manifest("a", "2"), &one_of).unwrap();
+        let nothing = Precondition {
+            if_match: Some(Tags::Versions(vec![])),
+            if_none_match: None,
+        };
+        assert!(store.delete_if("a", &nothing).is_err());
+        assert!(store.delete_if("a", &exists).unwrap());
+        assert!(!Precondition::version(Some(v2)).holds(None));
+        assert!(Precondition::any().holds(None));
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub struct SyncOutcome {
 }
 
 /// The last known state of a git source, for the status view.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GitStatus {
     /// The remote, without credentials.

@@ -193,7 +193,18 @@ fn attachments_are_served_with_type_and_etag_and_nothing_else_is() {
     assert!(text.to_lowercase().contains("etag: \""), "{text}");
     assert!(text.ends_with("read me\n"), "{text}");
     let info = env.get_status("/api/v1/info/challenges/docs").unwrap().1;
-    assert_eq!(info["attachments"][0], "public/handout.txt");
+    let listed = &info["attachments"][0];
+    assert_eq!(listed["name"], "public/handout.txt");
+    assert_eq!(
+        listed["url"],
+        "/api/v1/info/challenges/docs/attachments/public/handout.txt"
+    );
+    assert_eq!(listed["size"], 8);
+    assert_eq!(
+        listed["sha256"].as_str().map(str::len),
+        Some(64),
+        "{listed}"
+    );
     assert!(!info.to_string().contains("flag{"), "{info}");
     for bad in [
         "secret.txt",
