@@ -206,16 +206,206 @@ fn static_challenge_becomes_attachments() {
 }
 
 #[test]
-fn static_challenge_with_nothing_to_attach_does_not_validate() {
+fn static_challenge_without_assets_hands_out_its_folder() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join(BEAST_TOML),
-        "[challenge.metadata]\nname = \"s\"\nflag = \"x\"\ntype = \"static\"\n",
-    )
-    .unwrap();
-    let err = import(dir.path(), true).unwrap_err();
-    assert!(matches!(err, ImportError::Invalid { .. }), "{err}");
-    assert!(err.to_string().contains("needs image or build"), "{err}");
+    let root = dir.path();
+    let toml = "[challenge.metadata]\nname = \"s\"\nflag = \"x\"\ntype = \"static\"\n";
+    std::fs::write(root.join(BEAST_TOML), toml).unwrap();
+    std::fs::create_dir_all(root.join("public/img")).unwrap();
+    std::fs::create_dir_all(root.join(".git")).unwrap();
+    for file in [
+        "cipher.txt",
+        "public/img/a.png",
+        ".env",
+        ".git/config",
+        "public/.DS_Store",
+    ] {
+        std::fs::write(root.join(file), "x").unwrap();
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("/etc/passwd", root.join("passwd")).unwrap();
+    // A manifest from an earlier import is not handed out either.
+    import(root, false).unwrap();
+    let report = import(root, false).unwrap();
+    let imported = check(toml, root);
+    assert_eq!(
+        imported.manifest.spec.attachments,
+        ["public/img/a.png", "cipher.txt"]
+    );
+    assert!(has_note(&imported, "every file of its folder is attached"));
+    assert!(report.manifest_yaml.contains("- cipher.txt"));
+    assert!(!report.manifest_yaml.contains("- beast.toml"));
+
+    // Nothing at all to hand out: refused with the reason, nothing written.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join(BEAST_TOML), toml).unwrap();
+    let err = import(empty.path(), false).unwrap_err();
+    assert!(matches!(err, ImportError::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("no file to hand out"), "{err}");
+    assert!(!empty.path().join(CHALLENGE_YAML).exists());
+}
+
+#[test]
+fn the_public_folder_and_assets_in_it_are_attached() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("public")).unwrap();
+    std::fs::create_dir_all(root.join("files")).unwrap();
+    std::fs::write(root.join("public/libc.so.6"), "l").unwrap();
+    std::fs::write(root.join("public/pwn"), "p").unwrap();
+    std::fs::write(root.join("files/given.zip"), "g").unwrap();
+    std::fs::write(root.join("source.c"), "s").unwrap();
+    // `assets` are looked up in static_dir (default public/) first, then in the folder.
+    let toml = format!(
+        "{AUTHOR}[challenge.metadata]\nname = \"p\"\nflag = \"x\"\ntype = \"bare\"\n\
+         assets = [\"pwn\", \"source.c\", \"../../etc/passwd\", \"/etc/shadow\"]\n\
+         [challenge.env]\nports = [9000]\nrun_cmd = \"./pwn\"\n"
+    );
+    let imported = check(&toml, root);
+    assert_eq!(
+        imported.manifest.spec.attachments,
+        ["public/pwn", "source.c", "public/libc.so.6"]
+    );
+    assert!(has_note(
+        &imported,
+        "\"../../etc/passwd\" is not a path inside"
+    ));
+    assert!(has_note(&imported, "\"/etc/shadow\" is not a path inside"));
+    assert!(has_note(&imported, "under public/ are attached"));
+
+    // An explicit static_dir replaces the default.
+    let toml = toml.replace(
+        "[challenge.env]\n",
+        "[challenge.env]\nstatic_dir = \"./files/\"\n",
+    );
+    let imported = check(&toml, root);
+    assert_eq!(
+        imported.manifest.spec.attachments,
+        ["pwn", "source.c", "files/given.zip"]
+    );
+    assert!(has_note(&imported, "\"pwn\" is not a file"));
+    // One outside the folder is left out, not an invalid manifest.
+    let toml = toml.replace("./files/", "../elsewhere");
+    let imported = check(&toml, root);
+    assert!(has_note(
+        &imported,
+        "static_dir: \"../elsewhere\" is not a path inside"
+    ));
+}
+
+#[test]
+fn what_beast_v1_cannot_hold_is_left_out_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[challenge.metadata]\nname = \"!!!\"\nflag = \"x\"\ntype = \"bare\"\npoints = 99999999999\n\
+                [[challenge.metadata.hints]]\npoints = 5\n\
+                [challenge.env]\nrun_cmd = \"./run\"\nports = [0, 9000, 9000, 70000]\n\
+                port_mappings = [\"80\", \"9000:81\", \"9001:9000\"]\ndefault_port = 7000\n\
+                [[challenge.env.var]]\nkey = \"A=B\"\nvalue = \"x\"\n\
+                [[challenge.env.var]]\nkey = \"\"\nvalue = \"y\"\n\
+                [[challenge.env.var]]\nkey = \"OK\"\nvalue = \"z\"\n\
+                [resource]\ncpuslimit = 1e9\npids_limit = -1\nmemory_limit = 0\n";
+    let imported = check(toml, dir.path());
+    let spec = &imported.manifest.spec;
+    // The folder's name stands in for a name with no letter or digit.
+    let folder = dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_lowercase();
+    assert_eq!(
+        imported.manifest.metadata.name.as_deref(),
+        sanitize_name(&folder).as_deref()
+    );
+    assert_eq!(spec.points, None);
+    assert_eq!(spec.hints, [""]);
+    assert_eq!(
+        spec.ports,
+        [port(81, 9000), port(9000, 9001), port(7000, 7000)]
+    );
+    assert_eq!(spec.env.keys().collect::<Vec<_>>(), ["OK"]);
+    assert_eq!(spec.resources, None);
+    assert_eq!(
+        spec.healthcheck.as_ref().and_then(|h| h.tcp.as_ref()),
+        Some(&raw::TcpProbe { port: 7000 })
+    );
+    for part in [
+        "points (99999999999): out of range",
+        "\"80\" is not \"host:container\", left out",
+        "ports 0: a port must be 1-65535",
+        "ports 70000: a port must be 1-65535",
+        "var \"A=B\": not a usable variable name",
+        "cpuslimit (1000000000): more than beast/v1 accepts",
+    ] {
+        assert!(has_note(&imported, part), "{part}: {:?}", imported.notes);
+    }
+}
+
+#[test]
+fn ssh_publishes_its_first_port_to_22() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[challenge.metadata]\nname = \"s\"\nflag = \"x\"\ntype = \"ssh\"\n\
+                [challenge.env]\ndocker_context = \"Dockerfile\"\nports = [2222, 2223]\ndefault_port = 2222\n";
+    let imported = check(toml, dir.path());
+    assert_eq!(
+        imported.manifest.spec.ports,
+        [port(22, 2222), port(2223, 2223)]
+    );
+    assert_eq!(
+        imported
+            .manifest
+            .spec
+            .healthcheck
+            .as_ref()
+            .and_then(|h| h.tcp.as_ref()),
+        Some(&raw::TcpProbe { port: 22 })
+    );
+}
+
+#[test]
+fn the_schema_modeline_points_at_the_schema_found_above() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let chall = root.join("challenges/pwn1");
+    std::fs::create_dir_all(&chall).unwrap();
+    std::fs::create_dir_all(root.join("manifests")).unwrap();
+    std::fs::write(chall.join(BEAST_TOML), BARE).unwrap();
+    // No schema anywhere above: no modeline, and a note says how to get one.
+    std::fs::create_dir(root.join(".git")).unwrap();
+    let report = import(&chall, true).unwrap();
+    assert!(!report.manifest_yaml.contains("yaml-language-server"));
+    assert!(report.notes.iter().any(|n| n.contains("beast schema")));
+    // A file of that name that is not beast's schema does not count.
+    std::fs::write(root.join("manifests").join(SCHEMA_FILE), "{}").unwrap();
+    assert_eq!(schema_path(&chall), None);
+
+    let schema = serde_json::to_string_pretty(&manifest::json_schema()).unwrap();
+    std::fs::write(root.join("manifests").join(SCHEMA_FILE), &schema).unwrap();
+    let report = import(&chall, true).unwrap();
+    assert!(
+        report
+            .manifest_yaml
+            .lines()
+            .any(|l| l == "# yaml-language-server: $schema=../../manifests/challenge.schema.json"),
+        "{}",
+        report.manifest_yaml
+    );
+    assert!(!report.manifest_yaml.contains(".invalid"));
+    // A copy beside the challenge is nearer, and the walk stops at the git root.
+    std::fs::write(chall.join(SCHEMA_FILE), &schema).unwrap();
+    assert_eq!(
+        schema_path(&chall).as_deref(),
+        Some("challenge.schema.json")
+    );
+    std::fs::remove_file(chall.join(SCHEMA_FILE)).unwrap();
+    std::fs::create_dir(chall.join(".git")).unwrap();
+    assert_eq!(schema_path(&chall), None);
+    // The schema beast ships in its own repository is found from its examples.
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/echo-tcp");
+    assert_eq!(
+        schema_path(&examples).as_deref(),
+        Some("../../manifests/challenge.schema.json")
+    );
 }
 
 #[test]
@@ -301,7 +491,6 @@ fn unsupported_files_are_refused_with_the_file_named() {
         ("[challenge.metadata]\nname = \"c\"\ntype = \"service\"\n[challenge.env]\nports = [1]\n", "needs challenge.env.service_path"),
         ("[challenge.metadata]\nname = \"c\"\ntype = \"quantum\"\n", "\"quantum\" is not one"),
         ("[challenge.metadata]\ntype = \"static\"\n", "name is missing"),
-        ("[challenge.metadata]\nname = \"c\"\ntype = \"bare\"\n[challenge.env]\nrun_cmd = \"x\"\nport_mappings = [\"80\"]\n", "not \"host:container\""),
         ("[challenge\n", "not valid TOML"),
     ];
     for (toml, part) in cases {

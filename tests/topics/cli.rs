@@ -197,3 +197,48 @@ fn help_does_not_show_the_secret() {
     assert!(out.contains("--jwt-secret"), "{out}");
     assert!(!out.contains(TEST_SECRET), "{out}");
 }
+
+#[test]
+fn completions_man_pages_and_schema_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = beast(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        for word in ["beast", "import", "completions", "manifests"] {
+            assert!(out.contains(word), "{shell} script lacks {word}");
+        }
+    }
+    // The bash script is valid shell.
+    let (_, script, _) = beast(&["completions", "bash"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("beast.bash");
+    std::fs::write(&path, script).unwrap();
+    let status = Command::new("bash").arg("-n").arg(&path).status().unwrap();
+    assert!(status.success());
+    assert_eq!(beast(&["completions", "tcsh"]).0, 2);
+
+    let (code, page, err) = beast(&["man"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(page.starts_with(".ie"), "{page}");
+    assert!(page.contains(".TH beast 1"), "{page}");
+    assert!(page.contains("Convert an sdslabs/beast"), "{page}");
+    let pages = dir.path().join("man");
+    let (code, _, err) = beast(&["man", "--out-dir", pages.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for page in [
+        "beast.1",
+        "beast-run.1",
+        "beast-import.1",
+        "beast-completions.1",
+    ] {
+        assert!(pages.join(page).is_file(), "{page}");
+    }
+
+    let (code, schema, _) = beast(&["schema"]);
+    assert_eq!(code, 0);
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/manifests/challenge.schema.json"
+    ))
+    .unwrap();
+    assert_eq!(schema.trim_end(), shipped.trim_end());
+}
