@@ -1153,3 +1153,6 @@ spec:
         }
     }
 }
+
+#[cfg(test)]
+mod proptests;
