@@ -242,3 +242,29 @@ fn completions_man_pages_and_schema_are_generated() {
     .unwrap();
     assert_eq!(schema.trim_end(), shipped.trim_end());
 }
+
+#[test]
+fn the_service_files_name_real_settings_and_the_scripts_parse() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let unit = std::fs::read_to_string(format!("{root}/manifests/beast.service")).unwrap();
+    assert!(unit.contains("\nExecStart=/usr/local/bin/beast run\n"));
+    assert!(unit.contains("\nEnvironmentFile=/etc/beast/beast.env\n"));
+    assert!(unit.contains("\nAfter=docker.service"));
+    // Every BEAST_ variable the unit sets is one `beast run` reads.
+    let (_, help, _) = beast(&["run", "--help"]);
+    for line in unit.lines().filter_map(|l| l.strip_prefix("Environment=")) {
+        let var = line.split('=').next().unwrap();
+        assert!(
+            help.contains(&format!("[env: {var}=")),
+            "{var} is not a setting of beast run"
+        );
+    }
+    for script in ["examples/beast-image.sh", ".ci/image-e2e.sh"] {
+        let status = Command::new("bash")
+            .arg("-n")
+            .arg(format!("{root}/{script}"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "{script}");
+    }
+}
