@@ -771,12 +771,24 @@ impl Converter<'_> {
     ) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         let explicit_dir = env.static_dir.as_deref().filter(|d| !d.trim().is_empty());
-        let static_dir =
-            match explicit_dir.map(|d| self.inside_folder("challenge.env.static_dir", d)) {
-                Some(Some(dir)) => Some(dir),
-                Some(None) => None,
-                None => Some(DEFAULT_STATIC_DIR.to_string()),
-            };
+        let web_root = env
+            .web_root
+            .as_deref()
+            .map(|r| r.trim().trim_start_matches("./").trim_end_matches('/'));
+        let explicit = explicit_dir.map(|d| self.inside_folder("challenge.env.static_dir", d));
+        let static_dir = match explicit {
+            Some(dir) => dir,
+            // A web application served from public/ is code, not a download.
+            None if web_root == Some(DEFAULT_STATIC_DIR) => {
+                if self.folder.join(DEFAULT_STATIC_DIR).is_dir() {
+                    self.note(format!(
+                        "{DEFAULT_STATIC_DIR}/ is the web_root: its files are not attached; list the ones players download in assets"
+                    ));
+                }
+                None
+            }
+            None => Some(DEFAULT_STATIC_DIR.to_string()),
+        };
         for asset in &meta.assets {
             let Some(asset) = self.inside_folder("challenge.metadata.assets", asset) else {
                 continue;

@@ -284,6 +284,12 @@ fn the_public_folder_and_assets_in_it_are_attached() {
         ["pwn", "source.c", "files/given.zip"]
     );
     assert!(has_note(&imported, "\"pwn\" is not a file"));
+    // A web application served from public/ is not handed out.
+    let web = "[challenge.metadata]\nname = \"w\"\nflag = \"x\"\ntype = \"web:php:8.2\"\n\
+               [challenge.env]\nports = [80]\nweb_root = \"./public/\"\n";
+    let imported = check(web, root);
+    assert!(imported.manifest.spec.attachments.is_empty());
+    assert!(has_note(&imported, "public/ is the web_root"));
     // One outside the folder is left out, not an invalid manifest.
     let toml = toml.replace("./files/", "../elsewhere");
     let imported = check(&toml, root);
