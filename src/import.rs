@@ -487,7 +487,7 @@ impl Converter<'_> {
             )));
         }
         if let Some(context) = env.docker_context.as_deref().filter(|c| !c.is_empty()) {
-            return Ok(self.own_dockerfile(context));
+            return self.own_dockerfile(context);
         }
         match kind {
             "static" => Ok(Kind::Static),
@@ -505,18 +505,23 @@ impl Converter<'_> {
     }
 
     /// `docker_context` names the Dockerfile (or, tolerated, a folder holding one).
-    fn own_dockerfile(&mut self, context: &str) -> Kind {
-        let context = context.trim_start_matches("./");
-        if self.folder.join(context).is_dir() {
-            return Kind::OwnDockerfile {
-                context: context.trim_end_matches('/').to_string(),
+    /// It must stay inside the challenge folder: the folder is the build context.
+    fn own_dockerfile(&mut self, context: &str) -> Result<Kind, ImportError> {
+        let Some(context) = self.inside_folder("challenge.env.docker_context", context) else {
+            return Err(self.unsupported(format!(
+                "challenge.env.docker_context \"{context}\": the Dockerfile must be inside the challenge folder, which is the build context"
+            )));
+        };
+        if self.folder.join(&context).is_dir() {
+            return Ok(Kind::OwnDockerfile {
+                context,
                 dockerfile: DOCKERFILE.to_string(),
-            };
+            });
         }
-        Kind::OwnDockerfile {
+        Ok(Kind::OwnDockerfile {
             context: ".".to_string(),
-            dockerfile: context.to_string(),
-        }
+            dockerfile: context,
+        })
     }
 
     fn bare(&mut self, env: &toml_format::Env) -> Result<Kind, ImportError> {

@@ -573,3 +573,235 @@ fn a_missing_file_is_named() {
     assert!(matches!(err, ImportError::Read { .. }));
     assert!(err.to_string().contains("beast.toml"), "{err}");
 }
+
+mod properties {
+    //! Whatever `beast.toml` comes in, the importer either refuses it with a reason or produces a
+    //! manifest that validates: it never writes an invalid one.
+
+    use proptest::prelude::*;
+    use toml::{Table, Value};
+
+    use super::*;
+
+    fn pick(items: &[&'static str]) -> impl Strategy<Value = Option<Value>> {
+        prop::option::of(
+            prop::sample::select(items.to_vec()).prop_map(|s| Value::String(s.to_string())),
+        )
+    }
+
+    fn int(values: &[i64]) -> impl Strategy<Value = Option<Value>> {
+        prop::option::of(prop_oneof![
+            prop::sample::select(values.to_vec()),
+            any::<i64>()
+        ])
+        .prop_map(|v| v.map(Value::Integer))
+    }
+
+    fn list(items: &[&'static str]) -> impl Strategy<Value = Value> {
+        prop::collection::vec(prop::sample::select(items.to_vec()), 0..4)
+            .prop_map(|v| Value::Array(v.into_iter().map(|s| Value::String(s.into())).collect()))
+    }
+
+    fn ports() -> impl Strategy<Value = Value> {
+        prop::collection::vec(
+            prop_oneof![
+                prop::sample::select(vec![0i64, 22, 80, 1337, 65535, 65536, -1]),
+                any::<i64>()
+            ],
+            0..4,
+        )
+        .prop_map(|v| Value::Array(v.into_iter().map(Value::Integer).collect()))
+    }
+
+    fn hints() -> impl Strategy<Value = Value> {
+        let hint = prop_oneof![
+            "[a-z ]{0,8}".prop_map(Value::String),
+            (
+                prop::option::of("[a-z ]{0,8}"),
+                prop::option::of(any::<i64>())
+            )
+                .prop_map(|(text, points)| {
+                    let mut t = Table::new();
+                    if let Some(text) = text {
+                        t.insert("text".into(), Value::String(text));
+                    }
+                    if let Some(points) = points {
+                        t.insert("points".into(), Value::Integer(points));
+                    }
+                    Value::Table(t)
+                }),
+        ];
+        prop::collection::vec(hint, 0..3).prop_map(Value::Array)
+    }
+
+    fn vars() -> impl Strategy<Value = Value> {
+        prop::collection::vec(
+            (
+                prop::sample::select(vec!["KEY", "", "A=B", "X Y", "PATH"]),
+                prop::sample::select(vec!["a.txt", "", "../x", "/abs"]),
+            ),
+            0..3,
+        )
+        .prop_map(|v| {
+            Value::Array(
+                v.into_iter()
+                    .map(|(k, val)| {
+                        let mut t = Table::new();
+                        t.insert("key".into(), Value::String(k.into()));
+                        t.insert("value".into(), Value::String(val.into()));
+                        Value::Table(t)
+                    })
+                    .collect(),
+            )
+        })
+    }
+
+    fn set(table: &mut Table, key: &str, value: Option<Value>) {
+        if let Some(value) = value {
+            table.insert(key.to_string(), value);
+        }
+    }
+
+    fn beast_toml() -> impl Strategy<Value = String> {
+        let metadata = (
+            pick(&[
+                "simple",
+                "My Chall!",
+                "!!!",
+                "",
+                "a-very-long-name-that-goes-on-and-on-and-on-past-sixty-three-chars",
+            ]),
+            pick(&["FLAG{x}", ""]),
+            pick(&[
+                "static",
+                "bare",
+                "service",
+                "web:php:7.1:cli",
+                "web:python:3.11:flask",
+                "web:node:18",
+                "web:ruby:3",
+                "docker",
+                "ssh",
+                "quantum",
+                "",
+            ]),
+            int(&[0, 100, -5, 1 << 40]),
+            hints(),
+            list(&[
+                "a.txt",
+                "b.bin",
+                "public/c.txt",
+                "../x",
+                "/etc/passwd",
+                "",
+                "./a.txt",
+                "image",
+            ]),
+            list(&["pwn", "", "web"]),
+        );
+        let env = (
+            ports(),
+            list(&[
+                "80:80", "10001:80", "80", "a:b", "0:22", "99999:1", "2222:22",
+            ]),
+            int(&[0, 80, 22, 70000]),
+            (
+                pick(&["./run", ""]),
+                pick(&["entry.sh", ""]),
+                pick(&["pwn", ""]),
+            ),
+            pick(&["challenge", "public", "", "../x", "/srv"]),
+            pick(&[
+                "Dockerfile",
+                "docker-file",
+                "image/",
+                "image",
+                "../Dockerfile",
+                "/abs/Dockerfile",
+                "",
+            ]),
+            pick(&["public", "static", "../out", "/abs", "", "b.bin"]),
+            (vars(), pick(&["tcp", "udp"]), pick(&["ubuntu:22.04", ""])),
+        );
+        let resource = (
+            int(&[0, 1, 6 << 20, 1 << 30]),
+            int(&[0, 1, 100]),
+            prop::option::of(prop_oneof![
+                prop::sample::select(vec![0.0f64, 0.25, 1024.0, 1025.0, -1.0]),
+                any::<f64>()
+            ]),
+            int(&[0, 1024]),
+        );
+        (metadata, env, prop::option::of(resource)).prop_map(|(m, e, r)| {
+            let mut meta = Table::new();
+            set(&mut meta, "name", m.0);
+            set(&mut meta, "flag", m.1);
+            set(&mut meta, "type", m.2);
+            set(&mut meta, "points", m.3);
+            meta.insert("hints".into(), m.4);
+            meta.insert("assets".into(), m.5);
+            meta.insert("tags".into(), m.6);
+            let mut env = Table::new();
+            env.insert("ports".into(), e.0);
+            env.insert("port_mappings".into(), e.1);
+            set(&mut env, "default_port", e.2);
+            set(&mut env, "run_cmd", e.3 .0);
+            set(&mut env, "entrypoint", e.3 .1);
+            set(&mut env, "service_path", e.3 .2);
+            set(&mut env, "web_root", e.4);
+            set(&mut env, "docker_context", e.5);
+            set(&mut env, "static_dir", e.6);
+            env.insert("var".into(), e.7 .0);
+            set(&mut env, "traffic", e.7 .1);
+            set(&mut env, "base_image", e.7 .2);
+            let mut challenge = Table::new();
+            challenge.insert("metadata".into(), Value::Table(meta));
+            challenge.insert("env".into(), Value::Table(env));
+            let mut root = Table::new();
+            root.insert("challenge".into(), Value::Table(challenge));
+            if let Some((memory, pids, cpus, shares)) = r {
+                let mut res = Table::new();
+                set(&mut res, "memory_limit", memory);
+                set(&mut res, "pids_limit", pids);
+                set(&mut res, "cpuslimit", cpus.map(Value::Float));
+                set(&mut res, "cpu_shares", shares);
+                root.insert("resource".into(), Value::Table(res));
+            }
+            toml::to_string(&root).unwrap_or_default()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+        cases: 256,
+        // Failures are kept as plain tests below, not in a proptest-regressions/ folder.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+        #[test]
+        fn an_import_is_refused_or_valid(toml in beast_toml()) {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path();
+            std::fs::create_dir_all(root.join("public")).unwrap();
+            std::fs::create_dir_all(root.join("image")).unwrap();
+            std::fs::create_dir_all(root.join("static")).unwrap();
+            for file in ["a.txt", "b.bin", "public/c.txt", "static/d", "image/Dockerfile", "Dockerfile"] {
+                std::fs::write(root.join(file), "x").unwrap();
+            }
+            std::fs::write(root.join(BEAST_TOML), &toml).unwrap();
+            match import(root, true) {
+                Ok(report) => {
+                    let parsed = manifest::parse_str(&report.manifest_yaml, "challenge.yaml", root, root);
+                    prop_assert!(parsed.is_valid(), "{}\n{}", toml, report.manifest_yaml);
+                }
+                Err(ImportError::Invalid { errors, .. }) => {
+                    prop_assert!(false, "an invalid manifest for\n{}\n{}", toml, errors);
+                }
+                Err(ImportError::Unsupported { .. } | ImportError::Toml { .. }
+                    | ImportError::WouldOverwrite { .. }) => {}
+                Err(other) => prop_assert!(false, "{}", other),
+            }
+        }
+    }
+}

@@ -223,7 +223,12 @@ fn yamlish() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 128,
+        // Failures are kept as plain tests below, not in a proptest-regressions/ folder.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn arbitrary_text_never_panics_and_errors_have_a_place(text in "\\PC{0,200}") {
@@ -240,6 +245,18 @@ proptest! {
         check_errors(&text)?;
         // Appended after a valid document, the broken one keeps its own lines.
         check_errors(&format!("{}---\n{text}", VALID[0]))?;
+    }
+}
+
+/// Inputs the properties found: serde_yaml reads a scalar where yaml-rust2 (the position index)
+/// gives up, and the error still points at the document.
+#[test]
+fn found_by_the_properties() {
+    for text in [">#", "'q'#c"] {
+        check_errors(text).unwrap();
+        let parsed = parse(text);
+        let error = parsed.errors().next().unwrap();
+        assert_eq!((error.line, error.col), (Some(1), Some(1)), "{error}");
     }
 }
 

@@ -154,7 +154,12 @@ fn target(op: &Op) -> Option<&Target> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        // Failures are kept as plain tests below, not in a proptest-regressions/ folder.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn applying_the_plan_converges((wants, mut observed) in world()) {
