@@ -5,11 +5,13 @@
 # then checks over the API that every challenge becomes Running and that echo-tcp answers on its
 # host port. Removes exactly what it made (beast's container, the challenge containers
 # labelled with its instance, its volume and secret), on success and on failure alike.
-#   .ci/image-e2e.sh            # BEAST_PROFILE=debug reuses the debug build (quicker)
+#   .ci/image-e2e.sh                        # packs the debug binary `cargo test` already built
+#   BEAST_PROFILE=release .ci/image-e2e.sh  # the release binary (a long build on a fresh checkout)
 # Needs: docker, curl, jq, and the example images (examples/build-images.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+export BEAST_PROFILE=${BEAST_PROFILE:-debug}
 id=image-e2e-$$-$RANDOM
 tag=${BEAST_IMAGE:-beast:local}
 name=beast-$id
