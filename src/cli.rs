@@ -1,10 +1,11 @@
-//! The command line (SPEC §4): clap definitions only. Every flag of `run` also reads
+//! The command line (SPEC §4): clap definitions, and the shell completions and man pages
+//! generated from them (clap_complete, clap_mangen). Every flag of `run` also reads
 //! `BEAST_<FLAG>` from the environment.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::auth::Role;
 use crate::ports::PortRange;
@@ -66,6 +67,36 @@ pub enum Command {
     /// Print a challenge's container logs (client).
     #[command(after_long_help = CLIENT_HELP)]
     Logs(LogsArgs),
+    /// Print the shell completion script, e.g. `beast completions bash > /etc/bash_completion.d/beast`.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page beast(1) as roff, e.g. `beast man | man -l -`.
+    Man {
+        /// Write beast.1 and one page per subcommand (beast-run.1, ...) into this folder instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+    /// Print the JSON schema of a challenge manifest (manifests/challenge.schema.json).
+    Schema,
+}
+
+/// The completion script for `shell`, generated from the definitions above.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    let mut command = Cli::command();
+    clap_complete::generate(shell, &mut command, "beast", out);
+}
+
+/// beast(1) as roff.
+pub fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(Cli::command()).render(out)
+}
+
+/// beast.1 and one page per subcommand in `dir` (created if missing).
+pub fn man_pages(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(Cli::command(), dir)
 }
 
 /// Shown under `--help` of every client verb.

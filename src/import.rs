@@ -31,6 +31,12 @@ pub const DOCKERFILE_HEADER: &str = "# generated from beast.toml by beast import
 /// The smallest memory limit `beast/v1` accepts, in Mi.
 const MIN_MEMORY_MI: i64 = 6;
 const MI: i64 = 1 << 20;
+/// The container port the original published an `ssh` challenge's first port to.
+const SSH_PORT: i64 = 22;
+/// Where the original looked for the files it served to players when `static_dir` is not set.
+const DEFAULT_STATIC_DIR: &str = "public";
+/// The schema's file name, as shipped in beast's `manifests/`.
+pub const SCHEMA_FILE: &str = "challenge.schema.json";
 /// Keys of the original's `[challenge.metadata]` that `beast/v1` has no place for.
 const NO_EQUIVALENT: &[&str] = &[
     "maxAttemptLimit",
@@ -133,7 +139,12 @@ pub fn import(path: &Path, dry_run: bool) -> Result<Report, ImportError> {
         path: file.clone(),
         source,
     })?;
-    let imported = convert(&text, &folder)?;
+    let mut imported = convert(&text, &folder)?;
+    if schema_path(&folder).is_none() {
+        imported.notes.push(format!(
+            "no {SCHEMA_FILE} in the folder or above it (up to the git root): no yaml-language-server modeline written; `beast schema > {SCHEMA_FILE}` at the repository root, then import again"
+        ));
+    }
     let manifest_yaml = render_manifest(&imported.manifest, &file)?;
     let dockerfile = imported.dockerfile.clone();
     validate(&manifest_yaml, &folder, &file)?;
@@ -161,17 +172,48 @@ pub fn import(path: &Path, dry_run: bool) -> Result<Report, ImportError> {
     })
 }
 
-/// The manifest as YAML, with the header that marks it as imported.
+/// The manifest as YAML, with the header that marks it as imported and, when beast's schema is
+/// found in the challenge folder or above it (`schema_path`), the editor's modeline pointing at it.
 fn render_manifest(manifest: &raw::Manifest, source: &Path) -> Result<String, ImportError> {
     let body = serde_yaml::to_string(manifest).map_err(|source_err| ImportError::Yaml {
         path: source.to_path_buf(),
         source: source_err,
     })?;
+    let folder = source.parent().unwrap_or(Path::new("."));
+    let modeline = schema_path(folder)
+        .map(|path| format!("# yaml-language-server: $schema={path}\n"))
+        .unwrap_or_default();
     Ok(format!(
         "{YAML_HEADER}\n# Remove the line above before editing by hand, or a later import replaces this file.\n\
-         # yaml-language-server: $schema={}\n{body}",
-        manifest::SCHEMA_ID
+         {modeline}{body}"
     ))
+}
+
+/// The schema beast ships, as a path relative to `folder` (what yaml-language-server resolves a
+/// relative `$schema` against): the first `challenge.schema.json` or `manifests/challenge.schema.json`
+/// found in `folder` or a folder above it, up to the root of the git repository holding it. Only
+/// a file whose `$id` is beast's counts. `None` when there is none (`beast schema` prints it).
+pub fn schema_path(folder: &Path) -> Option<String> {
+    let start = manifest::validate::normalize(&std::path::absolute(folder).ok()?);
+    for (depth, dir) in start.ancestors().enumerate() {
+        for candidate in [SCHEMA_FILE.to_string(), format!("manifests/{SCHEMA_FILE}")] {
+            if is_beast_schema(&dir.join(&candidate)) {
+                return Some(format!("{}{candidate}", "../".repeat(depth)));
+            }
+        }
+        if dir.join(".git").exists() {
+            break;
+        }
+    }
+    None
+}
+
+fn is_beast_schema(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .is_ok_and(|v| v.get("$id").and_then(|id| id.as_str()) == Some(manifest::SCHEMA_ID))
 }
 
 /// Runs the manifest through the same validation `beast validate` uses.
@@ -263,9 +305,15 @@ impl Converter<'_> {
         self.authors(&toml);
         let meta = &toml.challenge.metadata;
         let env = &toml.challenge.env;
+        let name = self.name(meta.name.as_deref())?;
         let mut spec = self.info(meta);
         let kind = self.kind(meta.kind.as_deref(), env)?;
-        spec.attachments = self.attachments(meta, env);
+        spec.attachments = self.attachments(meta, env, kind == Kind::Static);
+        if kind == Kind::Static && spec.attachments.is_empty() {
+            return Err(self.unsupported(
+                "a static challenge with no file to hand out besides beast.toml: beast/v1 has no challenge without an image, a build or attachments; add the files players download",
+            ));
+        }
         let dockerfile = match &kind {
             Kind::Static => {
                 self.static_leftovers(&toml);
@@ -280,7 +328,7 @@ impl Converter<'_> {
                     dockerfile: Some(dockerfile.clone()),
                     args: Default::default(),
                 });
-                self.run(&mut spec, &toml)?;
+                self.run(&mut spec, &toml, meta.kind.as_deref())?;
                 None
             }
             Kind::Generated(recipe) => {
@@ -289,7 +337,7 @@ impl Converter<'_> {
                     dockerfile: Some(DOCKERFILE.to_string()),
                     args: Default::default(),
                 });
-                self.run(&mut spec, &toml)?;
+                self.run(&mut spec, &toml, meta.kind.as_deref())?;
                 Some(recipe.render(DOCKERFILE_HEADER))
             }
         };
@@ -297,7 +345,7 @@ impl Converter<'_> {
             api_version: Some("beast/v1".to_string()),
             kind: Some("Challenge".to_string()),
             metadata: raw::Metadata {
-                name: Some(self.name(meta.name.as_deref())?),
+                name: Some(name),
                 labels: labels(meta, toml.author.as_ref()),
                 resource_version: None,
             },
@@ -363,11 +411,17 @@ impl Converter<'_> {
         let name = name
             .filter(|n| !n.trim().is_empty())
             .ok_or_else(|| self.unsupported("challenge.metadata.name is missing"))?;
-        let label = sanitize_name(name).ok_or_else(|| {
-            self.unsupported(format!(
-                "challenge.metadata.name \"{name}\" has no letters or digits to make a name of"
-            ))
-        })?;
+        // The original accepted any name; one with no letter or digit takes the folder's.
+        let folder_name = std::path::absolute(self.folder)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let label = sanitize_name(name)
+            .or_else(|| folder_name.as_deref().and_then(sanitize_name))
+            .ok_or_else(|| {
+                self.unsupported(format!(
+                    "challenge.metadata.name \"{name}\" has no letters or digits to make a name of"
+                ))
+            })?;
         if label != name {
             self.note(format!(
                 "metadata.name: \"{name}\" renamed to \"{label}\" (a DNS label)"
@@ -404,9 +458,19 @@ impl Converter<'_> {
                 "challenge.metadata.sidecar \"{sidecar}\": not carried over; run the database inside the image or as its own challenge"
             ));
         }
+        let points = match meta.points {
+            Some(p) if !(0..=i64::from(u32::MAX)).contains(&p) => {
+                self.note(format!(
+                    "challenge.metadata.points ({p}): out of range (0-{}), not carried over",
+                    u32::MAX
+                ));
+                None
+            }
+            other => other,
+        };
         raw::Spec {
             description: meta.description.clone().filter(|d| !d.is_empty()),
-            points: meta.points,
+            points,
             tags: meta.tags.clone(),
             hints,
             flag: meta.flag.clone().filter(|f| !f.is_empty()),
@@ -423,7 +487,7 @@ impl Converter<'_> {
             )));
         }
         if let Some(context) = env.docker_context.as_deref().filter(|c| !c.is_empty()) {
-            return Ok(self.own_dockerfile(context));
+            return self.own_dockerfile(context);
         }
         match kind {
             "static" => Ok(Kind::Static),
@@ -441,18 +505,23 @@ impl Converter<'_> {
     }
 
     /// `docker_context` names the Dockerfile (or, tolerated, a folder holding one).
-    fn own_dockerfile(&mut self, context: &str) -> Kind {
-        let context = context.trim_start_matches("./");
-        if self.folder.join(context).is_dir() {
-            return Kind::OwnDockerfile {
-                context: context.trim_end_matches('/').to_string(),
+    /// It must stay inside the challenge folder: the folder is the build context.
+    fn own_dockerfile(&mut self, context: &str) -> Result<Kind, ImportError> {
+        let Some(context) = self.inside_folder("challenge.env.docker_context", context) else {
+            return Err(self.unsupported(format!(
+                "challenge.env.docker_context \"{context}\": the Dockerfile must be inside the challenge folder, which is the build context"
+            )));
+        };
+        if self.folder.join(&context).is_dir() {
+            return Ok(Kind::OwnDockerfile {
+                context,
                 dockerfile: DOCKERFILE.to_string(),
-            };
+            });
         }
-        Kind::OwnDockerfile {
+        Ok(Kind::OwnDockerfile {
             context: ".".to_string(),
-            dockerfile: context.to_string(),
-        }
+            dockerfile: context,
+        })
     }
 
     fn bare(&mut self, env: &toml_format::Env) -> Result<Kind, ImportError> {
@@ -539,11 +608,23 @@ impl Converter<'_> {
     }
 
     /// Ports, environment, resources and health of a challenge that runs a container.
-    fn run(&mut self, spec: &mut raw::Spec, toml: &BeastToml) -> Result<(), ImportError> {
+    fn run(
+        &mut self,
+        spec: &mut raw::Spec,
+        toml: &BeastToml,
+        kind: Option<&str>,
+    ) -> Result<(), ImportError> {
         let env = &toml.challenge.env;
         self.unknown("challenge.env.", &env.extra);
-        spec.ports = self.ports(env)?;
+        spec.ports = self.ports(env, kind.map(str::trim) == Some("ssh"))?;
         for var in &env.var {
+            if var.key.is_empty() || var.key.contains(['=', '\0']) {
+                self.note(format!(
+                    "challenge.env.var \"{}\": not a usable variable name, not carried over",
+                    var.key.escape_debug()
+                ));
+                continue;
+            }
             // The original set KEY to the value's path inside the container's challenge folder.
             let value = format!(
                 "{}/{}",
@@ -552,19 +633,36 @@ impl Converter<'_> {
             );
             spec.env.insert(var.key.clone(), value);
         }
-        if let Some(port) = env.default_port.filter(|p| *p > 0) {
-            spec.healthcheck = Some(raw::Healthcheck {
-                tcp: Some(raw::TcpProbe { port }),
-                ..raw::Healthcheck::default()
-            });
+        if let Some(default) = env.default_port.filter(|p| *p > 0) {
+            // The container port published as `default_port`, or (ssh) published on it.
+            let port = spec
+                .ports
+                .iter()
+                .find(|p| p.port == default)
+                .or_else(|| spec.ports.iter().find(|p| p.host_port == Some(default)))
+                .map(|p| p.port);
+            match port {
+                Some(port) => {
+                    spec.healthcheck = Some(raw::Healthcheck {
+                        tcp: Some(raw::TcpProbe { port }),
+                        ..raw::Healthcheck::default()
+                    });
+                }
+                None => self.note(format!(
+                    "challenge.env.default_port ({default}): not a published port, no health check"
+                )),
+            }
         }
         spec.resources = self.resources(toml.resource.as_ref());
         Ok(())
     }
 
     /// `port_mappings` ("host:container") first, then `ports` not already mapped, each on the
-    /// same host port (the original published them so).
-    fn ports(&mut self, env: &toml_format::Env) -> Result<Vec<raw::Port>, ImportError> {
+    /// same host port (the original published them so), then `default_port` when no list names
+    /// it. For `ssh`, the first port is published to the container's 22 unless a mapping already
+    /// is (the original did so). What `beast/v1` cannot hold (a port out of range, a host port
+    /// used twice, a mapping that does not parse) is left out with a note.
+    fn ports(&mut self, env: &toml_format::Env, ssh: bool) -> Result<Vec<raw::Port>, ImportError> {
         let protocol = match env.traffic.as_deref() {
             None | Some("") | Some("tcp") => None,
             Some("udp") => Some("udp".to_string()),
@@ -574,27 +672,55 @@ impl Converter<'_> {
                 )
             }
         };
-        let mut out: Vec<raw::Port> = Vec::new();
+        let mut wanted: Vec<(i64, i64, String)> = Vec::new();
         for mapping in &env.port_mappings {
-            let (host, container) = parse_mapping(mapping).ok_or_else(|| {
-                self.unsupported(format!(
-                    "challenge.env.port_mappings: \"{mapping}\" is not \"host:container\""
-                ))
-            })?;
+            match parse_mapping(mapping) {
+                Some((host, container)) => {
+                    wanted.push((host, container, format!("port_mappings \"{mapping}\"")));
+                }
+                None => self.note(format!(
+                    "challenge.env.port_mappings: \"{mapping}\" is not \"host:container\", left out"
+                )),
+            }
+        }
+        let mut plain: Vec<i64> = env.ports.clone();
+        if let Some(default) = env.default_port.filter(|p| *p > 0) {
+            if !plain.contains(&default) && !wanted.iter().any(|(_, c, _)| *c == default) {
+                plain.push(default);
+            }
+        }
+        if ssh && !wanted.iter().any(|(_, c, _)| *c == SSH_PORT) {
+            if let Some(first) = env.ports.first().copied() {
+                wanted.push((first, SSH_PORT, format!("ssh: ports[0] {first} -> 22")));
+                plain.retain(|p| *p != first);
+            }
+        }
+        for port in plain {
+            if !wanted.iter().any(|(_, c, _)| *c == port) {
+                wanted.push((port, port, format!("ports {port}")));
+            }
+        }
+        let mut out: Vec<raw::Port> = Vec::new();
+        for (host, container, from) in wanted {
+            let bad = [host, container].iter().any(|p| !(1..=65535).contains(p));
+            let reason = if bad {
+                Some("a port must be 1-65535")
+            } else if out.iter().any(|p| p.port == container) {
+                Some("the container port is already published")
+            } else if out.iter().any(|p| p.host_port == Some(host)) {
+                Some("the host port is already used")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                self.note(format!("challenge.env.{from}: {reason}, left out"));
+                continue;
+            }
             out.push(raw::Port {
                 port: container,
                 host_port: Some(host),
                 protocol: protocol.clone(),
             });
-        }
-        for &port in &env.ports {
-            if !out.iter().any(|p| p.port == port) {
-                out.push(raw::Port {
-                    port,
-                    host_port: Some(port),
-                    protocol: protocol.clone(),
-                });
-            }
         }
         Ok(out)
     }
@@ -620,38 +746,135 @@ impl Converter<'_> {
             ));
         }
         let resources = raw::Resources {
-            cpus: section.cpuslimit.filter(|c| *c > 0.0),
+            cpus: section.cpuslimit.filter(|c| *c > 0.0).and_then(|c| {
+                if c.is_finite() && c <= manifest::validate::MAX_CPUS {
+                    Some(c)
+                } else {
+                    self.note(format!(
+                        "resource.cpuslimit ({c}): more than beast/v1 accepts, not carried over"
+                    ));
+                    None
+                }
+            }),
             memory,
             pids: section.pids_limit.filter(|p| *p > 0),
         };
         (resources != raw::Resources::default()).then_some(resources)
     }
 
-    /// `assets` and the files under `static_dir`, relative to the challenge folder.
-    fn attachments(&mut self, meta: &toml_format::Metadata, env: &toml_format::Env) -> Vec<String> {
+    /// What the original handed to players, as paths relative to the challenge folder: the
+    /// `assets` (looked up in `static_dir` first, as the original did, then in the folder), every
+    /// file under `static_dir` (default `public/`, which the original served), and, for a static
+    /// challenge that lists no assets, every file of the folder (the original served the whole
+    /// folder) except `beast.toml` (it holds the flag) and the import's own files. Dot-files and
+    /// symbolic links are skipped; a path that would leave the folder is left out with a note.
+    fn attachments(
+        &mut self,
+        meta: &toml_format::Metadata,
+        env: &toml_format::Env,
+        is_static: bool,
+    ) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for asset in &meta.assets {
-            let asset = asset.trim_start_matches("./").to_string();
-            if !self.folder.join(&asset).is_file() {
-                self.note(format!(
-                    "challenge.metadata.assets: \"{asset}\" is not a file in the challenge folder yet; attached anyway"
-                ));
+        let explicit_dir = env.static_dir.as_deref().filter(|d| !d.trim().is_empty());
+        let web_root = env
+            .web_root
+            .as_deref()
+            .map(|r| r.trim().trim_start_matches("./").trim_end_matches('/'));
+        let explicit = explicit_dir.map(|d| self.inside_folder("challenge.env.static_dir", d));
+        let static_dir = match explicit {
+            Some(dir) => dir,
+            // A web application served from public/ is code, not a download.
+            None if web_root == Some(DEFAULT_STATIC_DIR) => {
+                if self.folder.join(DEFAULT_STATIC_DIR).is_dir() {
+                    self.note(format!(
+                        "{DEFAULT_STATIC_DIR}/ is the web_root: its files are not attached; list the ones players download in assets"
+                    ));
+                }
+                None
             }
-            push_unique(&mut out, asset);
+            None => Some(DEFAULT_STATIC_DIR.to_string()),
+        };
+        for asset in &meta.assets {
+            let Some(asset) = self.inside_folder("challenge.metadata.assets", asset) else {
+                continue;
+            };
+            let in_static = static_dir
+                .as_deref()
+                .map(|dir| format!("{dir}/{asset}"))
+                .filter(|p| self.folder.join(p).is_file());
+            let path = match in_static {
+                Some(path) => path,
+                None if self.folder.join(&asset).is_file() => asset,
+                None => {
+                    self.note(format!(
+                        "challenge.metadata.assets: \"{asset}\" is not a file in the challenge folder yet; attached anyway"
+                    ));
+                    asset
+                }
+            };
+            push_unique(&mut out, path);
         }
-        if let Some(dir) = env.static_dir.as_deref().filter(|d| !d.is_empty()) {
-            let dir = dir.trim_start_matches("./").trim_end_matches('/');
+        if let Some(dir) = &static_dir {
             let files = list_files(&self.folder.join(dir));
-            if files.is_empty() {
+            if files.is_empty() && explicit_dir.is_some() {
                 self.note(format!(
                     "challenge.env.static_dir \"{dir}\": no files found there, nothing attached"
+                ));
+            } else if !files.is_empty() && explicit_dir.is_none() {
+                self.note(format!(
+                    "spec.attachments: the {} file(s) under {dir}/ are attached (the original served static_dir, default {DEFAULT_STATIC_DIR}/, to players)",
+                    files.len()
                 ));
             }
             for file in files {
                 push_unique(&mut out, format!("{dir}/{file}"));
             }
         }
+        if is_static && meta.assets.is_empty() {
+            let before = out.len();
+            for file in list_files(self.folder) {
+                if ![BEAST_TOML, CHALLENGE_YAML].contains(&file.as_str()) {
+                    push_unique(&mut out, file);
+                }
+            }
+            if out.len() > before {
+                self.note(
+                    "spec.attachments: a static challenge without assets; every file of its folder is attached (the original served the whole folder). Check that none gives the answer away",
+                );
+            }
+        }
         out
+    }
+
+    /// `path` as a clean relative path inside the challenge folder (no `./`, no trailing `/`),
+    /// or `None` with a note when it is absolute, leaves the folder, or leads out of it through a
+    /// symbolic link.
+    fn inside_folder(&mut self, field: &str, path: &str) -> Option<String> {
+        let trimmed = path.trim();
+        let parts: Vec<&str> = trimmed
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        let escapes = trimmed.starts_with('/')
+            || Path::new(trimmed).is_absolute()
+            || parts.contains(&"..")
+            || parts.is_empty();
+        let clean = parts.join("/");
+        let through_link = !escapes
+            && match (
+                self.folder.join(&clean).canonicalize(),
+                self.folder.canonicalize(),
+            ) {
+                (Ok(real), Ok(root)) => !real.starts_with(root),
+                _ => false,
+            };
+        if escapes || through_link {
+            self.note(format!(
+                "{field}: \"{path}\" is not a path inside the challenge folder, left out"
+            ));
+            return None;
+        }
+        Some(clean)
     }
 
     /// A static challenge runs nothing: say which run fields were dropped.

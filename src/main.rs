@@ -21,8 +21,22 @@ use beast::status::StatusBoard;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Offline commands need no async runtime.
-    if let Command::Import { path, dry_run } = &cli.command {
-        return import(path, *dry_run);
+    match &cli.command {
+        Command::Import { path, dry_run } => return import(path, *dry_run),
+        Command::Completions { shell } => {
+            beast::cli::completions(*shell, &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man { out_dir } => return man(out_dir.as_deref()),
+        Command::Schema => {
+            let schema = beast::manifest::json_schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -37,6 +51,9 @@ fn main() -> ExitCode {
             Command::Validate { paths } => validate(&paths),
             Command::Plan(args) => plan(args).await,
             Command::Import { path, dry_run } => Ok(import(&path, dry_run)),
+            Command::Completions { .. } | Command::Man { .. } | Command::Schema => {
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Token(args) => token(args),
             Command::Apply(args) => Ok(client::apply(args).await),
             Command::Get(args) => Ok(client::get(args).await),
@@ -216,6 +233,21 @@ async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         .context("reading containers from the Docker engine")?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `beast man`: beast(1) on stdout, or every page into a folder.
+fn man(out_dir: Option<&std::path::Path>) -> ExitCode {
+    let result = match out_dir {
+        Some(dir) => beast::cli::man_pages(dir),
+        None => beast::cli::man_page(&mut std::io::stdout()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: cannot write the man page: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `beast import`: the manifest (and Dockerfile) on stdout, notes on stderr.

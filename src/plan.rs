@@ -477,3 +477,6 @@ mod tests {
         assert_eq!(plan.keys().collect::<Vec<_>>(), vec!["new"]);
     }
 }
+
+#[cfg(test)]
+mod proptests;

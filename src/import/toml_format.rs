@@ -87,6 +87,8 @@ pub struct Metadata {
 pub enum Hint {
     Text(String),
     Priced {
+        /// The original read a missing text as empty.
+        #[serde(default)]
         text: String,
         #[serde(default)]
         points: Option<i64>,

@@ -496,13 +496,18 @@ fn scalar_text(value: &serde_yaml::Value) -> Option<String> {
     }
 }
 
-/// Gives a field error its position: the key of the field, or its nearest written ancestor.
+/// Gives a field error its position: the key of the field, or its nearest written ancestor, or
+/// (when the position index could not read that far, e.g. text yaml-rust2 rejects but serde_yaml
+/// accepts) the start of the document: every field error points somewhere.
 fn place(file: &str, index: Option<&DocIndex>, e: FieldError) -> ManifestError {
-    let pos = index.and_then(|i| i.locate(&e.path));
+    let pos = index.and_then(|i| i.locate(&e.path)).unwrap_or(Pos {
+        line: index.map_or(1, |i| i.line.max(1)),
+        col: 1,
+    });
     ManifestError {
         file: file.to_string(),
-        line: pos.map(|p| p.line),
-        col: pos.map(|p| p.col),
+        line: Some(pos.line),
+        col: Some(pos.col),
         path: e.path,
         message: e.message,
     }
@@ -1153,3 +1158,6 @@ spec:
         }
     }
 }
+
+#[cfg(test)]
+mod proptests;

@@ -197,3 +197,74 @@ fn help_does_not_show_the_secret() {
     assert!(out.contains("--jwt-secret"), "{out}");
     assert!(!out.contains(TEST_SECRET), "{out}");
 }
+
+#[test]
+fn completions_man_pages_and_schema_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = beast(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        for word in ["beast", "import", "completions", "manifests"] {
+            assert!(out.contains(word), "{shell} script lacks {word}");
+        }
+    }
+    // The bash script is valid shell.
+    let (_, script, _) = beast(&["completions", "bash"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("beast.bash");
+    std::fs::write(&path, script).unwrap();
+    let status = Command::new("bash").arg("-n").arg(&path).status().unwrap();
+    assert!(status.success());
+    assert_eq!(beast(&["completions", "tcsh"]).0, 2);
+
+    let (code, page, err) = beast(&["man"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(page.starts_with(".ie"), "{page}");
+    assert!(page.contains(".TH beast 1"), "{page}");
+    assert!(page.contains("Convert an sdslabs/beast"), "{page}");
+    let pages = dir.path().join("man");
+    let (code, _, err) = beast(&["man", "--out-dir", pages.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for page in [
+        "beast.1",
+        "beast-run.1",
+        "beast-import.1",
+        "beast-completions.1",
+    ] {
+        assert!(pages.join(page).is_file(), "{page}");
+    }
+
+    let (code, schema, _) = beast(&["schema"]);
+    assert_eq!(code, 0);
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/manifests/challenge.schema.json"
+    ))
+    .unwrap();
+    assert_eq!(schema.trim_end(), shipped.trim_end());
+}
+
+#[test]
+fn the_service_files_name_real_settings_and_the_scripts_parse() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let unit = std::fs::read_to_string(format!("{root}/manifests/beast.service")).unwrap();
+    assert!(unit.contains("\nExecStart=/usr/local/bin/beast run\n"));
+    assert!(unit.contains("\nEnvironmentFile=/etc/beast/beast.env\n"));
+    assert!(unit.contains("\nAfter=docker.service"));
+    // Every BEAST_ variable the unit sets is one `beast run` reads.
+    let (_, help, _) = beast(&["run", "--help"]);
+    for line in unit.lines().filter_map(|l| l.strip_prefix("Environment=")) {
+        let var = line.split('=').next().unwrap();
+        assert!(
+            help.contains(&format!("[env: {var}=")),
+            "{var} is not a setting of beast run"
+        );
+    }
+    for script in ["examples/beast-image.sh", ".ci/image-e2e.sh"] {
+        let status = Command::new("bash")
+            .arg("-n")
+            .arg(format!("{root}/{script}"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "{script}");
+    }
+}
