@@ -33,7 +33,7 @@ const KILL_WINDOW: Duration = Duration::from_secs(30);
 
 /// The log tail of a crashing container is read at most this often (a crash loop at full speed
 /// must not add an inspect and a log read per exit to a busy engine).
-const TAIL_EVERY: Duration = Duration::from_secs(5);
+const TAIL_EVERY: Duration = Duration::from_secs(30);
 
 /// What the event handler remembers between events: kills from outside awaiting their exit,
 /// and when each container's log tail was last read.
@@ -159,9 +159,10 @@ fn handle<R: Runtime>(
     if !expected && action == "kill" {
         tracker.killed.insert(id.to_string(), Instant::now());
     }
+    let outside_kill = !expected && action == "die" && tracker.killed_from_outside(id);
     if !expected && reconciler.store.get(&challenge).is_some() {
         match action {
-            "die" if tracker.killed_from_outside(id) => {
+            "die" if outside_kill => {
                 let code = event.exit_code.unwrap_or(-1);
                 reconciler.count_heal_needed();
                 reconciler.status.update(&challenge, |s| {
@@ -229,16 +230,27 @@ fn handle<R: Runtime>(
         reconciler.forget_expected(id);
         tracker.forget(id);
     }
-    if !expected {
-        queue.add(challenge.clone());
-        if action != "destroy" {
-            // The engine announces an exit or a pause before the state its list calls read
-            // has caught up, so the first look may still see the container running. Look again
-            // a little later (level-triggered: an extra look at a converged challenge is cheap).
-            second_look(queue, challenge);
-        }
+    if expected {
+        return;
+    }
+    if action == "die" && !outside_kill {
+        // A crash: the engine's restart policy brings it back (after its growing delay). One
+        // look once a burst of exits has settled is enough; a mass crash loop must not turn
+        // every exit into several list calls against a busy engine.
+        queue.add_after(challenge, CRASH_LOOK);
+        return;
+    }
+    queue.add(challenge.clone());
+    if action != "destroy" {
+        // The engine announces an exit or a pause before the state its list calls read has
+        // caught up, so the first look may still see the container running. Look again a little
+        // later (level-triggered: an extra look at a converged challenge is cheap).
+        second_look(queue, challenge);
     }
 }
+
+/// When a challenge is looked at after one of its containers crashed.
+const CRASH_LOOK: Duration = Duration::from_secs(1);
 
 /// When the second looks after an event happen.
 const SECOND_LOOKS: [Duration; 2] = [Duration::from_millis(300), Duration::from_secs(2)];
@@ -465,40 +477,14 @@ mod tests {
 
     #[tokio::test]
     async fn an_unexpected_exit_is_published_as_a_heal_notification() {
-        let store = DesiredStore::new();
-        let snapshot = crate::source::dir::scan(Path::new("examples")).unwrap();
-        store.apply_dir(0, snapshot);
-        let reconciler = Reconciler::new(
-            Arc::new(FakeRuntime::new()),
-            store,
-            StatusBoard::new(),
-            Settings {
-                instance: "notify-test".into(),
-                defaults: Defaults::default(),
-                stop_grace: Duration::from_secs(1),
-                build_workers: 1,
-            },
-            PortAllocator::in_memory(PortRange {
-                lo: 40000,
-                hi: 40100,
-            }),
-        );
+        let reconciler = reconciler();
         let notifier = Notifier::new(NotifierConfig::default(), None);
-        let event = EngineEvent {
-            action: "die".into(),
-            container_id: "c1".into(),
-            name: "beast_echo-tcp_1".into(),
-            challenge: Some("echo-tcp".into()),
-            replica: Some(1),
-            exit_code: Some(137),
-            time: 0,
-        };
         handle(
             &reconciler,
             &WorkQueue::new(Backoff::default()),
             &notifier,
             &mut Tracker::default(),
-            event,
+            event("die", Some(137)),
         );
         let got = notifier.since(0).items;
         assert_eq!(got.len(), 1);

@@ -488,88 +488,74 @@ fn gauges<R: Runtime>(reconciler: &Reconciler<R>, queue: &WorkQueue<String>) -> 
     let c = &reconciler.counters;
     let p = &reconciler.prober.counters;
     let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let sample = |name, help, counter, value| Sample {
+        name,
+        help,
+        counter,
+        value,
+    };
     let mut samples = vec![
-        Sample {
-            name: "reconciles",
-            help: "Reconciles of one challenge",
-            counter: true,
-            value: n(&c.reconciles),
-        },
-        Sample {
-            name: "reconcile_failures",
-            help: "Reconciles that failed",
-            counter: true,
-            value: n(&c.reconcile_failures),
-        },
-        Sample {
-            name: "damage",
-            help: "Container exits, removals and stops beast did not cause",
-            counter: true,
-            value: n(&c.damage),
-        },
-        Sample {
-            name: "heals",
-            help: "Corrective operations on converged challenges",
-            counter: true,
-            value: n(&c.heals),
-        },
-        Sample {
-            name: "probe_failures",
-            help: "Failed health probes",
-            counter: true,
-            value: n(&p.failures),
-        },
-        Sample {
-            name: "probe_restarts",
-            help: "Containers restarted after failing probes",
-            counter: true,
-            value: n(&p.restarts),
-        },
-        Sample {
-            name: "queue_depth",
-            help: "Challenges waiting in the work queue",
-            counter: false,
-            value: queue.len() as u64,
-        },
-        Sample {
-            name: "queue_in_flight",
-            help: "Challenges being reconciled",
-            counter: false,
-            value: queue.in_flight() as u64,
-        },
-        Sample {
-            name: "challenges",
-            help: "Challenges in the desired state",
-            counter: false,
-            value: reconciler.store.len() as u64,
-        },
+        sample(
+            "reconciles",
+            "Reconciles of one challenge",
+            true,
+            n(&c.reconciles),
+        ),
+        sample(
+            "reconcile_failures",
+            "Reconciles that failed",
+            true,
+            n(&c.reconcile_failures),
+        ),
+        sample(
+            "damage",
+            "Container exits, removals and stops beast did not cause",
+            true,
+            n(&c.damage),
+        ),
+        sample(
+            "heals",
+            "Corrective operations on converged challenges",
+            true,
+            n(&c.heals),
+        ),
+        sample(
+            "probe_failures",
+            "Failed health probes",
+            true,
+            n(&p.failures),
+        ),
+        sample(
+            "probe_restarts",
+            "Containers restarted after failing probes",
+            true,
+            n(&p.restarts),
+        ),
+        sample(
+            "queue_depth",
+            "Challenges waiting in the work queue",
+            false,
+            queue.len() as u64,
+        ),
+        sample(
+            "queue_in_flight",
+            "Challenges being reconciled",
+            false,
+            queue.in_flight() as u64,
+        ),
+        sample(
+            "challenges",
+            "Challenges in the desired state",
+            false,
+            reconciler.store.len() as u64,
+        ),
     ];
     if let Some(ops) = reconciler.runtime.engine_ops() {
         samples.extend([
-            Sample {
-                name: "engine_requests",
-                help: "Requests beast made to the engine (bounded by --engine-concurrency)",
-                counter: true,
-                value: n(&ops.total),
-            },
-            Sample {
-                name: "engine_starts",
-                help: "Container starts beast asked the engine for (create+start, start, restart, unpause); the restart policy's own restarts are not among them",
-                counter: true,
-                value: n(&ops.starts),
-            },
-            Sample {
-                name: "engine_stops",
-                help: "Container stops and removals beast asked the engine for",
-                counter: true,
-                value: n(&ops.stops),
-            },
-            Sample {
-                name: "engine_requests_waiting",
-                help: "Engine requests waiting for a slot under --engine-concurrency",
-                counter: false,
-                value: n(&ops.waiting),
-            },
+            sample("engine_requests", "Requests beast made to the engine (bounded by --engine-concurrency)", true, n(&ops.total)),
+            sample("engine_starts", "Container starts beast asked the engine for (create+start, start, restart, unpause); the restart policy's own restarts are not among them", true, n(&ops.starts)),
+            sample("engine_stops", "Container stops and removals beast asked the engine for", true, n(&ops.stops)),
+            sample("engine_requests_waiting", "Engine requests waiting for a slot under --engine-concurrency", false, n(&ops.waiting)),
         ]);
     }
     samples

@@ -17,7 +17,7 @@ use crate::containers::{hash_of, replica_spec, Defaults, Image};
 use crate::desired::{DesiredStore, Entry};
 use crate::model::{BuildSpec, Challenge, ImageSource, RunSpec};
 use crate::notify::{Kind, Notifier};
-use crate::plan::{plan_all, plan_challenge, Op, Want, Why};
+use crate::plan::{plan_all, plan_challenge, Op, Target, Want, Why};
 use crate::ports::{write_table, PortAllocator, PortError, PortKey};
 use crate::probe::{ProbeHost, Prober};
 use crate::queue::WorkQueue;
@@ -639,14 +639,7 @@ impl<R: Runtime> Reconciler<R> {
         match op {
             Op::Remove { target, .. } => {
                 self.expect_exit(&target.id);
-                match self.runtime.remove(&target.id).await {
-                    Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(None),
-                    Err(source) => Err(ReconcileError::Runtime {
-                        action: "remove",
-                        name: target.name.clone(),
-                        source,
-                    }),
-                }
+                self.remove_if_there(target).await.map(|()| None)
             }
             Op::Start { target, .. } => {
                 self.runtime
@@ -679,16 +672,7 @@ impl<R: Runtime> Reconciler<R> {
                 if !serving {
                     // Crash-looping (in the engine's restart delay), exited or dead: it serves
                     // nobody, so there is nothing to roll back to. Remove it, then create.
-                    match self.runtime.remove(&old.id).await {
-                        Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-                        Err(source) => {
-                            return Err(ReconcileError::Runtime {
-                                action: "remove",
-                                name: old.name.clone(),
-                                source,
-                            })
-                        }
-                    }
+                    self.remove_if_there(old).await?;
                     return self.create_and_start(spec).await.map(Some);
                 }
                 // Stop the old one first (it may bind the same host ports; a stop also ends a
@@ -714,16 +698,7 @@ impl<R: Runtime> Reconciler<R> {
                     // It is stopped and cannot be parked: it serves nobody now, so remove it
                     // rather than fail the replace (the new version is wanted anyway).
                     tracing::debug!(container = %old.name, error = %err, "could not park the old container; removing it");
-                    match self.runtime.remove(&old.id).await {
-                        Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-                        Err(source) => {
-                            return Err(ReconcileError::Runtime {
-                                action: "remove",
-                                name: old.name.clone(),
-                                source,
-                            })
-                        }
-                    }
+                    self.remove_if_there(old).await?;
                     return self.create_and_start(spec).await.map(Some);
                 }
                 match self.create_and_start(spec).await {
@@ -752,6 +727,18 @@ impl<R: Runtime> Reconciler<R> {
                     }
                 }
             }
+        }
+    }
+
+    /// Removes a container; one already gone (removed from outside meanwhile) is no error.
+    async fn remove_if_there(&self, target: &Target) -> Result<(), ReconcileError> {
+        match self.runtime.remove(&target.id).await {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(()),
+            Err(source) => Err(ReconcileError::Runtime {
+                action: "remove",
+                name: target.name.clone(),
+                source,
+            }),
         }
     }
 

@@ -419,6 +419,15 @@ pub fn echo(name: &str, extra: &str) -> String {
     )
 }
 
+/// An httpd on container port 8080 whose probe reads /health, a file `rm /tmp/www/health`
+/// inside the container breaks (restarting the container makes it again).
+pub fn probed_web(name: &str) -> String {
+    manifest(
+        name,
+        "  command: [sh, -c, \"mkdir -p /tmp/www && echo ok > /tmp/www/health && exec httpd -f -p 8080 -h /tmp/www\"]\n  ports:\n    - port: 8080\n  healthcheck:\n    http: {port: 8080, path: /health}\n    interval: 500ms\n    timeout: 1s\n    retries: 2\n    startPeriod: 500ms\n",
+    )
+}
+
 /// Sends a line to 127.0.0.1:port and reads it back; retries while the service comes up.
 pub fn echo_roundtrip(port: u16) -> bool {
     use std::io::{BufRead, BufReader, Write};

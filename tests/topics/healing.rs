@@ -126,13 +126,7 @@ fn a_foreign_container_squatting_a_host_port_is_reported_and_left_alone() {
 #[test]
 fn a_failing_probe_restarts_the_container_until_it_is_healthy_again() {
     let mut env = Env::new("probe");
-    env.write(
-        "web.yaml",
-        &manifest(
-            "web",
-            "  command: [sh, -c, \"mkdir -p /tmp/www && echo ok > /tmp/www/health && exec httpd -f -p 8080 -h /tmp/www\"]\n  ports:\n    - port: 8080\n  healthcheck:\n    http: {port: 8080, path: /health}\n    interval: 500ms\n    timeout: 1s\n    retries: 2\n    startPeriod: 500ms\n",
-        ),
-    );
+    env.write("web.yaml", &probed_web("web"));
     env.start();
     env.wait_for("Healthy=True", Duration::from_secs(30), |env| {
         env.condition("web", "Healthy")

@@ -111,13 +111,7 @@ fn outside_damage_is_healed_without_counting_crashes() {
 #[test]
 fn a_probe_restart_counts_as_a_restart() {
     let mut env = Env::new("probecount");
-    env.write(
-        "web.yaml",
-        &manifest(
-            "web",
-            "  command: [sh, -c, \"mkdir -p /tmp/www && echo ok > /tmp/www/health && exec httpd -f -p 8080 -h /tmp/www\"]\n  ports:\n    - port: 8080\n  healthcheck:\n    http: {port: 8080, path: /health}\n    interval: 500ms\n    timeout: 1s\n    retries: 2\n    startPeriod: 500ms\n",
-        ),
-    );
+    env.write("web.yaml", &probed_web("web"));
     env.start();
     env.wait_for("Healthy=True", Duration::from_secs(30), |env| {
         env.condition("web", "Healthy")
