@@ -91,10 +91,17 @@ fn healthy_runs(env: &Env) -> Vec<String> {
         .collect()
 }
 
+/// A running challenge: an echo service on container port 1337, not published (a test's port
+/// block is 20 ports), probed over TCP for odd `i`.
 fn app(i: u64) -> String {
-    let name = format!("app{i}");
     let probe = "  healthcheck:\n    tcp: {port: 1337}\n    interval: 1s\n    retries: 2\n    startPeriod: 500ms\n";
-    echo(&name, if i % 2 == 1 { probe } else { "" })
+    manifest(
+        &format!("app{i}"),
+        &format!(
+            "  command: [nc, -ll, -p, \"1337\", -e, cat]\n{}",
+            if i % 2 == 1 { probe } else { "" }
+        ),
+    )
 }
 
 /// The same challenge after a broken base image was pushed: odd ones run 2 s and keep their
