@@ -23,6 +23,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator: watch manifests, reconcile containers, serve the API.
+    /// A flag given twice takes its last value (a wrapper's defaults can be overridden).
+    #[command(args_override_self = true)]
     Run(Box<RunArgs>),
     /// Check manifests offline; exit 0 when all are valid, 1 otherwise.
     Validate {

@@ -13,6 +13,7 @@
 //! Not here: deciding when to build or replacing containers (the reconciler does), engine calls
 //! (through [`Runtime`] only).
 
+pub mod changes;
 pub mod context;
 pub mod ignore;
 
