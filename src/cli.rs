@@ -293,6 +293,18 @@ pub struct GitArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub source: SourceArgs,
+    /// Also plan from this repository's branch, as `beast run --git` would see it. It is fetched
+    /// into a temporary directory (never the state directory) and the plan names the commit.
+    #[arg(
+        long = "git",
+        env = "BEAST_GIT",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub git: Option<String>,
+    /// Branch to plan from.
+    #[arg(long = "git-branch", env = "BEAST_GIT_BRANCH", default_value = "main")]
+    pub git_branch: String,
 }
 
 /// An instance id must be usable in container names and label filters.

@@ -405,3 +405,50 @@ fn a_push_changing_only_a_build_context_rebuilds_that_challenge() {
         "an unchanged context keeps its container"
     );
 }
+
+/// `beast plan --git`: the branch as `beast run --git` would see it, together with a manifests
+/// directory, fetched into a temporary directory (never the state directory), naming the commit.
+#[test]
+fn plan_from_git_names_the_commit_and_plans_the_tree_with_the_manifests() {
+    let remote = Remote::new();
+    let commit = remote.commit(&[("echo/challenge.yaml", &manifest("echo", "one"))], "one");
+    let env = crate::common::Env::new("plan-git");
+    env.write("local.yaml", &manifest("local", "here"));
+    let url = remote.url();
+    let plan = |branch: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_beast"))
+            .args(["plan", "--git", &url, "--git-branch", branch, "--manifests"])
+            .arg(&env.manifests)
+            .arg("--state-dir")
+            .arg(&env.state)
+            .args([
+                "--instance",
+                &env.instance,
+                "--port-range",
+                &env.port_range(),
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = plan("main");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("at commit {commit}")), "{out}");
+    assert!(out.contains("branch main"), "{out}");
+    assert!(out.contains("echo:") && out.contains("local:"), "{out}");
+    assert!(out.contains("2 to create"), "{out}");
+    assert!(
+        !env.state.join("git").exists(),
+        "plan must not write the run's git state"
+    );
+    assert!(env.containers().is_empty(), "a dry run creates nothing");
+
+    // A branch that does not exist: an error naming it, no plan.
+    let (code, out, err) = plan("nope");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("branch nope"), "{err}");
+}
