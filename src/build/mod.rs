@@ -3,7 +3,8 @@
 //! [`Builder::ensure`] packs the context ([`context::prepare`], deterministic, `.dockerignore`
 //! honoured), names the image by the content hash (`beast-build/<challenge>:<hash>`) and builds only
 //! when the engine lacks that tag: unchanged sources cost no build, across restarts of beast too.
-//! Builds run under a semaphore (`--build-workers`). The last build's log is kept per challenge.
+//! Builds run under a semaphore (`--build-workers`, default [`default_workers`]), so that many
+//! run on the engine at once. The last build's log is kept per challenge.
 //! After a successful build, older images of the challenge (this instance's only) are removed but
 //! the newest previous one; an image a container still uses is never removed (the engine refuses).
 //! A failed build is remembered by its tag: the same content answers the same failure without
@@ -31,8 +32,17 @@ use crate::runtime::{ImageInfo, Runtime, RuntimeError, LABEL_CHALLENGE, LABEL_IN
 /// Lines of build output kept per challenge (the last ones).
 pub const MAX_LOG_LINES: usize = 500;
 
-/// Default of `--build-workers`.
-pub const DEFAULT_WORKERS: usize = 2;
+/// Default of `--build-workers`: one build per core the process may use (at least one).
+///
+/// A build's own steps (`RUN make`, a compiler) can use a whole core, so more builds than cores
+/// would only make each slower; fewer leaves cores idle while the engine commits layers. On a
+/// host whose core count cannot be read, one at a time.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(1)
+        .max(1)
+}
 
 /// Why a challenge's image could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -516,6 +526,30 @@ mod tests {
         assert!(err.to_string().contains("passwd"), "{err}");
         assert_eq!(runtime.builds(), 0);
         assert_eq!(builder.log("web"), [err.to_string()]);
+    }
+
+    #[test]
+    fn there_is_at_least_one_build_worker() {
+        assert!(default_workers() >= 1);
+    }
+
+    #[tokio::test]
+    async fn builds_of_different_challenges_overlap_up_to_the_workers() {
+        for workers in [1, 3] {
+            let runtime = Arc::new(FakeRuntime::new());
+            runtime.set_build_time(std::time::Duration::from_millis(50));
+            let builder = Builder::new(runtime.clone(), workers);
+            let trees: Vec<_> = (0..6).map(|_| tree()).collect();
+            let builds = trees
+                .iter()
+                .enumerate()
+                .map(|(n, (_, spec))| builder.ensure("i", ["a", "b", "c", "d", "e", "f"][n], spec));
+            for built in futures::future::join_all(builds).await {
+                assert!(built.unwrap().rebuilt);
+            }
+            assert_eq!(runtime.builds(), 6);
+            assert_eq!(runtime.peak_builds(), workers as u64, "workers = {workers}");
+        }
     }
 
     #[tokio::test]
