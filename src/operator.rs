@@ -633,3 +633,66 @@ pub fn rescan(roots: &[PathBuf], store: &DesiredStore) -> Vec<String> {
     }
     changed
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::fs;
+
+    use super::*;
+
+    /// A watched root with `web` built from `../shared` (ignoring `notes.txt`) and `plain`
+    /// running an image.
+    fn world() -> (tempfile::TempDir, PathBuf, DesiredStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("web")).unwrap();
+        fs::create_dir_all(root.join("shared/www")).unwrap();
+        fs::write(root.join("shared/Dockerfile"), "FROM scratch\n").unwrap();
+        fs::write(root.join("shared/.dockerignore"), "notes.txt\n").unwrap();
+        fs::write(
+            root.join("web/challenge.yaml"),
+            "apiVersion: beast/v1\nkind: Challenge\nmetadata:\n  name: web\nspec:\n  build: {context: ../shared}\n",
+        )
+        .unwrap();
+        fs::write(
+            root.join("plain.yaml"),
+            "apiVersion: beast/v1\nkind: Challenge\nmetadata:\n  name: plain\nspec:\n  image: busybox\n",
+        )
+        .unwrap();
+        let store = DesiredStore::new();
+        rescan(std::slice::from_ref(&root), &store);
+        assert_eq!(store.len(), 2);
+        (dir, root, store)
+    }
+
+    fn burst(paths: &[PathBuf]) -> dir::Burst {
+        dir::Burst {
+            paths: paths.iter().cloned().collect::<BTreeSet<_>>(),
+            everything: false,
+        }
+    }
+
+    #[test]
+    fn a_sent_file_of_a_context_enqueues_its_challenge_an_ignored_one_does_not() {
+        let (_dir, root, store) = world();
+        let index = root.join("shared/www/index.html");
+        assert_eq!(built_touched(&store, &burst(&[index])), ["web"]);
+        let notes = root.join("shared/notes.txt");
+        assert!(built_touched(&store, &burst(&[notes])).is_empty());
+        let manifest = root.join("plain.yaml");
+        assert!(built_touched(&store, &burst(&[manifest])).is_empty());
+        let everything = dir::Burst {
+            everything: true,
+            ..dir::Burst::default()
+        };
+        assert_eq!(built_touched(&store, &everything), ["web"]);
+    }
+
+    #[test]
+    fn the_built_challenges_of_a_root_are_found() {
+        let (_dir, _root, store) = world();
+        assert_eq!(built_in_root(&store, 0), ["web"]);
+        assert!(built_in_root(&store, 1).is_empty());
+    }
+}
