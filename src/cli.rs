@@ -246,7 +246,7 @@ pub struct RunArgs {
     /// Grace period for a container to stop before it is killed.
     #[arg(long, env = "BEAST_STOP_GRACE", default_value = "2s")]
     pub stop_grace: humantime::Duration,
-    /// Image builds (spec.build) that may run at once (default: one per core).
+    /// Image builds (spec.build) that may run at once (default: two per core).
     #[arg(long, env = "BEAST_BUILD_WORKERS", default_value_t = crate::build::default_workers())]
     pub build_workers: usize,
     /// Log format.
