@@ -5,9 +5,14 @@
 //!   (median of `BENCH_TRIES`, default 5);
 //! - an unchanged 50-challenge tree: every challenge built from source once, then ensured again
 //!   by a fresh builder (as after a restart of beast): the number of builds (target 0) and the
-//!   time (target under one second).
+//!   time (target under one second);
+//! - parallel builds, end to end: `beast run` on a directory of `BENCH_BUILDS` (default 50)
+//!   challenges built from source, with `--build-workers 1`, one per core and the default (two
+//!   per core), each with fresh content (no layer cache): the time from start until every
+//!   container runs, and the ratio.
 //!
-//!     cargo bench --bench gitops
+//! Run with `cargo bench --bench gitops`; the build part alone with
+//! `BENCH_ONLY=builds BENCH_BUILDS=50 cargo bench --bench gitops`.
 
 mod common;
 
@@ -47,6 +52,33 @@ fn sh(dir: &Path, args: &[&str]) -> Result<String, String> {
 
 async fn run() -> Result<(), String> {
     common::build_images()?;
+    let n: usize = std::env::var("BENCH_BUILDS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(50);
+    let (serial, per_core, default) = parallel_builds(n).await?;
+    let workers = beast::build::default_workers();
+    println!("builds from source through beast run, {n} challenges");
+    println!(
+        "  --build-workers 1                                 {:>7.1} s",
+        serial.as_secs_f64()
+    );
+    println!(
+        "  --build-workers {} (one per core)                   {:>7.1} s",
+        cores(),
+        per_core.as_secs_f64()
+    );
+    println!(
+        "  --build-workers {workers} (the default, two per core)      {:>7.1} s",
+        default.as_secs_f64()
+    );
+    println!(
+        "  speed-up of the default over one at a time        {:>7.2}x",
+        serial.as_secs_f64() / default.as_secs_f64()
+    );
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("builds") {
+        return Ok(());
+    }
     let push = push_to_running().await?;
     let (builds, took, first) = unchanged_tree().await?;
     println!("gitops and builds");
@@ -55,7 +87,7 @@ async fn run() -> Result<(), String> {
         push.as_secs_f64() * 1000.0
     );
     println!(
-        "  50 challenges built from source, first time       {:>7.0} ms",
+        "  50 challenges built from source, first time (2 at a time, direct) {:>7.0} ms",
         first.as_secs_f64() * 1000.0
     );
     println!("  unchanged 50-challenge tree after a restart       {:>7.0} ms, {builds} builds (targets: < 1000 ms, 0 builds)", took.as_secs_f64() * 1000.0);
@@ -194,11 +226,11 @@ async fn unchanged_tree() -> Result<(usize, Duration, Duration), String> {
     let runtime = Arc::new(DockerRuntime::connect().await.map_err(|e| e.to_string())?);
     let first = Builder::new(runtime.clone(), 2);
     let t = Instant::now();
-    for (name, spec) in &specs {
-        first
-            .ensure(&instance, name, spec)
-            .await
-            .map_err(|e| e.to_string())?;
+    let builds = specs
+        .iter()
+        .map(|(name, spec)| first.ensure(&instance, name, spec));
+    for result in futures::future::join_all(builds).await {
+        result.map_err(|e| e.to_string())?;
     }
     let first_took = t.elapsed();
     // A fresh builder: nothing remembered but what the engine has.
@@ -220,6 +252,116 @@ async fn unchanged_tree() -> Result<(usize, Duration, Duration), String> {
         again.forget(&instance, name).await;
     }
     Ok((builds, took, first_took))
+}
+
+/// `beast run` on `n` fresh challenges built from source, once one build at a time, once one
+/// per core and once with the default (two per core): (serial, per core, default) times until
+/// all run.
+async fn parallel_builds(n: usize) -> Result<(Duration, Duration, Duration), String> {
+    let serial = builds_until_running(n, Some(1), "serial").await?;
+    let per_core = builds_until_running(n, Some(cores()), "per-core").await?;
+    let default = builds_until_running(n, None, "default").await?;
+    Ok((serial, per_core, default))
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(1)
+}
+
+/// One phase: writes `n` challenges whose content is new to the engine, starts beast, and
+/// times until all `n` containers run. Its containers and images are removed after.
+async fn builds_until_running(
+    n: usize,
+    workers: Option<usize>,
+    phase: &str,
+) -> Result<Duration, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let manifests = dir.path().join("challenges");
+    let instance = format!("bench-bw-{phase}-{}", std::process::id());
+    let nonce = format!(
+        "{phase} {}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    for i in 0..n {
+        let ctx = manifests.join(format!("b{i}"));
+        std::fs::create_dir_all(&ctx).map_err(|e| e.to_string())?;
+        let files = [
+            (
+                "challenge.yaml",
+                format!("apiVersion: beast/v1\nkind: Challenge\nmetadata:\n  name: b{i}\nspec:\n  build: {{context: .}}\n  command: [sleep, \"3600\"]\n"),
+            ),
+            (
+                "Dockerfile",
+                format!("FROM {IMAGE}\nCOPY hello.txt /hello.txt\n"),
+            ),
+            ("hello.txt", format!("challenge {i}, {nonce}\n")),
+        ];
+        for (name, text) in files {
+            std::fs::write(ctx.join(name), text).map_err(|e| e.to_string())?;
+        }
+    }
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_beast"));
+    command
+        .args(["run", "--no-auth", "--manifests"])
+        .arg(&manifests)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--instance", &instance, "--listen", &listen.to_string()])
+        .args(["--resync", "1h"]);
+    if let Some(w) = workers {
+        command.args(["--build-workers", &w.to_string()]);
+    }
+    let t = Instant::now();
+    let mut beast = command
+        .env("BEAST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let result = wait_all_running(&instance, n, Duration::from_secs(900)).await;
+    let took = t.elapsed();
+    let _ = Command::new("kill")
+        .args(["-TERM", &beast.id().to_string()])
+        .status();
+    let _ = beast.wait();
+    common::cleanup(&instance);
+    common::remove_images(&instance);
+    result.map(|()| took)
+}
+
+/// Waits until `n` containers of `instance` run.
+async fn wait_all_running(instance: &str, n: usize, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let filter = format!("label=beast.instance={instance}");
+    while Instant::now() < deadline {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &filter,
+                "--filter",
+                "status=running",
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let running = String::from_utf8_lossy(&out.stdout).lines().count();
+        if running >= n {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!(
+        "{n} containers of {instance} did not all run within {timeout:?}"
+    ))
 }
 
 async fn wait_running(name: &str, timeout: Duration) -> Result<(), String> {

@@ -24,6 +24,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator: watch manifests, reconcile containers, serve the API.
+    /// A flag given twice takes its last value (a wrapper's defaults can be overridden).
+    #[command(args_override_self = true)]
     Run(Box<RunArgs>),
     /// Check manifests offline; exit 0 when all are valid, 1 otherwise.
     Validate {
@@ -279,8 +281,8 @@ pub struct RunArgs {
     /// Grace period for a container to stop before it is killed.
     #[arg(long, env = "BEAST_STOP_GRACE", default_value = "2s")]
     pub stop_grace: humantime::Duration,
-    /// Image builds (spec.build) that may run at once.
-    #[arg(long, env = "BEAST_BUILD_WORKERS", default_value_t = crate::build::DEFAULT_WORKERS)]
+    /// Image builds (spec.build) that may run at once (default: two per core).
+    #[arg(long, env = "BEAST_BUILD_WORKERS", default_value_t = crate::build::default_workers())]
     pub build_workers: usize,
     /// Log format.
     #[arg(long, env = "BEAST_LOG_FORMAT", value_enum, default_value = "text")]
@@ -326,6 +328,18 @@ pub struct GitArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub source: SourceArgs,
+    /// Also plan from this repository's branch, as `beast run --git` would see it. It is fetched
+    /// into a temporary directory (never the state directory) and the plan names the commit.
+    #[arg(
+        long = "git",
+        env = "BEAST_GIT",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub git: Option<String>,
+    /// Branch to plan from.
+    #[arg(long = "git-branch", env = "BEAST_GIT_BRANCH", default_value = "main")]
+    pub git_branch: String,
 }
 
 /// An instance id must be usable in container names and label filters.

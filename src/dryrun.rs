@@ -1,13 +1,58 @@
 //! `beast plan`: the reconciler's plan for every challenge, printed for a terminal, without
 //! executing anything. Replacements are explained field by field (one inspect per replaced
-//! container: fine for a dry run, never done on the hot path).
+//! container: fine for a dry run, never done on the hot path). With `--git`, the branch is
+//! checked out by the same [`GitSource`] `beast run` uses, into a temporary directory.
 
 use std::fmt::Write;
+use std::path::PathBuf;
 
 use crate::containers::diff;
 use crate::plan::{Op, Why};
 use crate::reconcile::{describe, Reconciler};
 use crate::runtime::{Runtime, RuntimeError};
+use crate::source::git::{GitError, GitSource};
+
+/// Why the git tree of a plan could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("cannot create a temporary directory for the git checkout: {0}")]
+    TempDir(#[source] std::io::Error),
+    #[error("git {url} (branch {branch}): {source}")]
+    Git {
+        url: String,
+        branch: String,
+        #[source]
+        source: GitError,
+    },
+}
+
+/// Fetches `branch` of `url` into a new temporary directory, as `beast run --git` would check it
+/// out. Returns the directory (removed when dropped: keep it until the plan is printed), the
+/// manifest root to scan, and a line naming the commit the plan is made from.
+pub async fn checkout(
+    url: &str,
+    branch: &str,
+) -> Result<(tempfile::TempDir, PathBuf, String), CheckoutError> {
+    let dir = tempfile::Builder::new()
+        .prefix("beast-plan-git-")
+        .tempdir()
+        .map_err(CheckoutError::TempDir)?;
+    let source = GitSource::new(url, branch, dir.path().join("git"));
+    let outcome = source
+        .sync()
+        .await
+        .map_err(|source_err| CheckoutError::Git {
+            url: source.display_url(),
+            branch: branch.to_string(),
+            source: source_err,
+        })?;
+    let heading = format!(
+        "Planned from git {} (branch {branch}) at commit {}.\n",
+        source.display_url(),
+        outcome.commit
+    );
+    Ok((dir, source.tree(), heading))
+}
 
 /// Counts of a plan, for the summary line and the exit code.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

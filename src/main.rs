@@ -210,7 +210,19 @@ async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("--manifests {}: not a readable directory", root.display());
         }
     }
-    operator::rescan(&args.source.manifests, &store);
+    // The git tree is the last root, as in `beast run`; the temporary checkout lives until the
+    // plan is printed.
+    let mut roots = args.source.manifests.clone();
+    let _checkout = match &args.git {
+        Some(url) => {
+            let (dir, tree, heading) = beast::dryrun::checkout(url, &args.git_branch).await?;
+            roots.push(tree);
+            println!("{heading}");
+            Some(dir)
+        }
+        None => None,
+    };
+    operator::rescan(&roots, &store);
     let ports = PortAllocator::open(args.source.port_range, &args.source.state_dir)?.detached();
     let runtime = DockerRuntime::connect()
         .await

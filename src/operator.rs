@@ -16,12 +16,14 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use crate::api::{self, AppState, GitHook};
 use crate::auth::Auth;
+use crate::build::changes::ContextFilter;
 use crate::containers::Defaults;
 use crate::control::OperatorControl;
-use crate::desired::{DesiredStore, Source};
+use crate::desired::{DesiredStore, Entry, Source};
 use crate::events;
 use crate::manifest::validate;
 use crate::metrics::{MetricsHandle, Sample};
+use crate::model::{BuildSpec, ImageSource};
 use crate::notify::{Delivery, Kind, Notifier, NotifierConfig, NotifyError, Webhooks};
 use crate::ports::{PortAllocator, PortError, PortRange};
 use crate::queue::{spawn_workers, Backoff, Outcome, WorkQueue};
@@ -241,15 +243,17 @@ pub async fn run<R: Runtime>(
     };
 
     // File changes → one rescan per burst → the changed names, at once (even if backing off:
-    // an author who fixed a manifest should not wait for a retry timer).
-    let (burst_tx, mut burst_rx) = mpsc::channel::<()>(1);
+    // an author who fixed a manifest should not wait for a retry timer). A change under a build
+    // context that the build would send (not `.dockerignore`d) enqueues that challenge too: its
+    // reconcile hashes the context again and rebuilds when the content changed.
+    let (burst_tx, mut burst_rx) = mpsc::channel::<dir::Burst>(1);
     let roots: Vec<PathBuf> = config
         .manifests
         .iter()
         .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
         .collect();
     tokio::spawn(dir::watch(
-        roots,
+        roots.clone(),
         burst_tx,
         config.debounce,
         Duration::from_secs(2),
@@ -265,9 +269,15 @@ pub async fn run<R: Runtime>(
                 tokio::select! {
                     _ = stop.changed() => return,
                     got = burst_rx.recv() => {
-                        if got.is_none() { return; }
-                        let mut changed = rescan(&manifests, &store);
-                        changed.extend(load_api(&api_store, &store, &api_dir));
+                        let Some(burst) = got else { return; };
+                        let mut changed = Vec::new();
+                        if burst.touches_manifests(&roots) {
+                            changed = rescan(&manifests, &store);
+                            changed.extend(load_api(&api_store, &store, &api_dir));
+                        }
+                        changed.extend(built_touched(&store, &burst));
+                        changed.sort();
+                        changed.dedup();
                         for name in changed {
                             queue.add_now_ignoring_backoff(name);
                         }
@@ -470,7 +480,13 @@ fn spawn_git_sync(
             match source.sync().await {
                 Ok(outcome) if outcome.changed => {
                     tracing::info!(commit = %outcome.commit, "git: new commit; rescanning");
-                    for name in rescan(&to.manifests, &to.store) {
+                    let mut changed = rescan(&to.manifests, &to.store);
+                    // A commit may change only files of a build context: every challenge built
+                    // from the tree is reconciled, which rebuilds only when its content hash moved.
+                    changed.extend(built_in_root(&to.store, to.manifests.len() - 1));
+                    changed.sort();
+                    changed.dedup();
+                    for name in changed {
                         to.queue.add_now_ignoring_backoff(name);
                     }
                 }
@@ -481,6 +497,36 @@ fn spawn_git_sync(
             }
         }
     });
+}
+
+/// The build specs of the valid challenges in the store, by name.
+fn built(store: &DesiredStore) -> impl Iterator<Item = (Entry, BuildSpec)> {
+    store.snapshot().into_iter().filter_map(|entry| {
+        let spec = match &entry.spec.as_deref()?.run.as_ref()?.source {
+            ImageSource::Build(spec) => spec.clone(),
+            ImageSource::Image(_) => return None,
+        };
+        Some((entry, spec))
+    })
+}
+
+/// The challenges built from source whose build context a burst of file changes touched
+/// (every one of them when the burst may have missed paths). Ignored files do not count.
+pub fn built_touched(store: &DesiredStore, burst: &dir::Burst) -> Vec<String> {
+    built(store)
+        .filter(|(_, spec)| {
+            burst.everything || ContextFilter::new(spec).any_matters(burst.paths.iter())
+        })
+        .map(|(entry, _)| entry.name)
+        .collect()
+}
+
+/// The challenges built from source that the manifest root `root` defines.
+fn built_in_root(store: &DesiredStore, root: usize) -> Vec<String> {
+    built(store)
+        .filter(|(entry, _)| matches!(entry.source, Source::Dir { root: r, .. } if r == root))
+        .map(|(entry, _)| entry.name)
+        .collect()
 }
 
 /// Counters kept by the reconciler and the queue, for `/metrics`.
@@ -610,4 +656,67 @@ pub fn rescan(roots: &[PathBuf], store: &DesiredStore) -> Vec<String> {
         }
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::fs;
+
+    use super::*;
+
+    /// A watched root with `web` built from `../shared` (ignoring `notes.txt`) and `plain`
+    /// running an image.
+    fn world() -> (tempfile::TempDir, PathBuf, DesiredStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("web")).unwrap();
+        fs::create_dir_all(root.join("shared/www")).unwrap();
+        fs::write(root.join("shared/Dockerfile"), "FROM scratch\n").unwrap();
+        fs::write(root.join("shared/.dockerignore"), "notes.txt\n").unwrap();
+        fs::write(
+            root.join("web/challenge.yaml"),
+            "apiVersion: beast/v1\nkind: Challenge\nmetadata:\n  name: web\nspec:\n  build: {context: ../shared}\n",
+        )
+        .unwrap();
+        fs::write(
+            root.join("plain.yaml"),
+            "apiVersion: beast/v1\nkind: Challenge\nmetadata:\n  name: plain\nspec:\n  image: busybox\n",
+        )
+        .unwrap();
+        let store = DesiredStore::new();
+        rescan(std::slice::from_ref(&root), &store);
+        assert_eq!(store.len(), 2);
+        (dir, root, store)
+    }
+
+    fn burst(paths: &[PathBuf]) -> dir::Burst {
+        dir::Burst {
+            paths: paths.iter().cloned().collect::<BTreeSet<_>>(),
+            everything: false,
+        }
+    }
+
+    #[test]
+    fn a_sent_file_of_a_context_enqueues_its_challenge_an_ignored_one_does_not() {
+        let (_dir, root, store) = world();
+        let index = root.join("shared/www/index.html");
+        assert_eq!(built_touched(&store, &burst(&[index])), ["web"]);
+        let notes = root.join("shared/notes.txt");
+        assert!(built_touched(&store, &burst(&[notes])).is_empty());
+        let manifest = root.join("plain.yaml");
+        assert!(built_touched(&store, &burst(&[manifest])).is_empty());
+        let everything = dir::Burst {
+            everything: true,
+            ..dir::Burst::default()
+        };
+        assert_eq!(built_touched(&store, &everything), ["web"]);
+    }
+
+    #[test]
+    fn the_built_challenges_of_a_root_are_found() {
+        let (_dir, _root, store) = world();
+        assert_eq!(built_in_root(&store, 0), ["web"]);
+        assert!(built_in_root(&store, 1).is_empty());
+    }
 }

@@ -1,5 +1,5 @@
 //! What the engine benchmarks share: running an async benchmark, building the images it needs,
-//! and removing exactly the containers of one run.
+//! and removing exactly the containers and built images of one run.
 
 #![allow(dead_code)] // each benchmark uses its own subset
 
@@ -50,6 +50,31 @@ pub fn cleanup(instance: &str) {
     if !ids.is_empty() {
         let _ = Command::new("docker")
             .args(["rm", "-f"])
+            .args(&ids)
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+/// Removes exactly the images labelled with this run's instance (those beast built for it).
+pub fn remove_images(instance: &str) {
+    let filter = format!("label=beast.instance={instance}");
+    let Ok(out) = Command::new("docker")
+        .args(["images", "-q", "--filter", &filter])
+        .output()
+    else {
+        return;
+    };
+    let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rmi", "-f"])
             .args(&ids)
             .stdout(Stdio::null())
             .status();

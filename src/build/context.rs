@@ -99,7 +99,7 @@ fn dockerfile_path(root: &Path, dockerfile: &str) -> Result<String, BuildError> 
     Ok(cleaned)
 }
 
-fn read_dockerignore(root: &Path) -> Result<Matcher, BuildError> {
+pub(super) fn read_dockerignore(root: &Path) -> Result<Matcher, BuildError> {
     let path = root.join(".dockerignore");
     let text = match std::fs::read(&path) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),

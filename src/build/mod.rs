@@ -3,7 +3,8 @@
 //! [`Builder::ensure`] packs the context ([`context::prepare`], deterministic, `.dockerignore`
 //! honoured), names the image by the content hash (`beast-build/<challenge>:<hash>`) and builds only
 //! when the engine lacks that tag: unchanged sources cost no build, across restarts of beast too.
-//! Builds run under a semaphore (`--build-workers`). The last build's log is kept per challenge.
+//! Builds run under a semaphore (`--build-workers`, default [`default_workers`]), so that many
+//! run on the engine at once. The last build's log is kept per challenge.
 //! After a successful build, older images of the challenge (this instance's only) are removed but
 //! the newest previous one; an image a container still uses is never removed (the engine refuses).
 //! A failed build is remembered by its tag: the same content answers the same failure without
@@ -13,6 +14,7 @@
 //! Not here: deciding when to build or replacing containers (the reconciler does), engine calls
 //! (through [`Runtime`] only).
 
+pub mod changes;
 pub mod context;
 pub mod ignore;
 
@@ -30,8 +32,20 @@ use crate::runtime::{ImageInfo, Runtime, RuntimeError, LABEL_CHALLENGE, LABEL_IN
 /// Lines of build output kept per challenge (the last ones).
 pub const MAX_LOG_LINES: usize = 500;
 
-/// Default of `--build-workers`.
-pub const DEFAULT_WORKERS: usize = 2;
+/// Default of `--build-workers`: two builds per core the process may use (two when the core
+/// count cannot be read).
+///
+/// Measured (docs/benchmarks.md, 2 cores, the engine's legacy builder): a build of a small
+/// context spends its time in the engine (creating the step's container, committing the layer),
+/// not on a core, so 50 builds took 150 s one at a time, 76 s two at a time and 43 s four at a
+/// time. A CPU-heavy build (`RUN make`) gains nothing past one per core, but two per core costs
+/// it little; one per core would leave the engine idle half the time on the common case.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(1)
+        .saturating_mul(2)
+}
 
 /// Why a challenge's image could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -515,6 +529,31 @@ mod tests {
         assert!(err.to_string().contains("passwd"), "{err}");
         assert_eq!(runtime.builds(), 0);
         assert_eq!(builder.log("web"), [err.to_string()]);
+    }
+
+    #[test]
+    fn there_are_two_build_workers_per_core() {
+        assert!(default_workers() >= 2);
+        assert_eq!(default_workers() % 2, 0);
+    }
+
+    #[tokio::test]
+    async fn builds_of_different_challenges_overlap_up_to_the_workers() {
+        for workers in [1, 3] {
+            let runtime = Arc::new(FakeRuntime::new());
+            runtime.set_build_time(std::time::Duration::from_millis(50));
+            let builder = Builder::new(runtime.clone(), workers);
+            let trees: Vec<_> = (0..6).map(|_| tree()).collect();
+            let builds = trees
+                .iter()
+                .enumerate()
+                .map(|(n, (_, spec))| builder.ensure("i", ["a", "b", "c", "d", "e", "f"][n], spec));
+            for built in futures::future::join_all(builds).await {
+                assert!(built.unwrap().rebuilt);
+            }
+            assert_eq!(runtime.builds(), 6);
+            assert_eq!(runtime.peak_builds(), workers as u64, "workers = {workers}");
+        }
     }
 
     #[tokio::test]

@@ -25,6 +25,11 @@ pub struct FakeRuntime {
     builds: AtomicU64,
     fail_builds: AtomicBool,
     used_images: Mutex<Vec<String>>,
+    /// How long each build takes (zero: at once).
+    build_time: Mutex<std::time::Duration>,
+    /// Builds running now, and the most that ever ran at once.
+    building: AtomicU64,
+    peak_building: AtomicU64,
 }
 
 impl FakeRuntime {
@@ -40,6 +45,16 @@ impl FakeRuntime {
     /// How many builds ran (failed ones included).
     pub fn builds(&self) -> u64 {
         self.builds.load(Ordering::Relaxed)
+    }
+
+    /// Makes every following build take `time` (to see builds overlap).
+    pub fn set_build_time(&self, time: std::time::Duration) {
+        *lock(&self.build_time) = time;
+    }
+
+    /// The most builds that ever ran at once.
+    pub fn peak_builds(&self) -> u64 {
+        self.peak_building.load(Ordering::Relaxed)
     }
 
     /// Makes every following build fail (as `RUN false` would) until set back.
@@ -96,6 +111,13 @@ impl Runtime for FakeRuntime {
         labels: &BTreeMap<String, String>,
     ) -> Result<BuildOutput> {
         let n = self.builds.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = self.building.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak_building.fetch_max(now, Ordering::SeqCst);
+        let time = *lock(&self.build_time);
+        if !time.is_zero() {
+            tokio::time::sleep(time).await;
+        }
+        self.building.fetch_sub(1, Ordering::SeqCst);
         let log = vec![format!("Step 1/1 : fake build of {} bytes", tar.len())];
         if self.fail_builds.load(Ordering::Relaxed) {
             return Err(RuntimeError::Build {

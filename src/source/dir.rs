@@ -5,6 +5,7 @@
 //! A directory that is missing or unreadable yields no snapshot at all (and so prunes nothing);
 //! a file that cannot be read or parsed yields file errors that keep its challenges as they were.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -118,34 +119,66 @@ fn relevant(root: &Path, path: &Path) -> bool {
         .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
 }
 
-/// Watches `roots` and sends `()` on `tx` once per burst of changes (quiet for `quiet`, but at
-/// most `max_delay` after the first change). Roots that vanish are re-watched when they return.
-/// Runs until `tx` is closed.
+/// What changed during one burst of file events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Burst {
+    /// The paths events named (absolute, under the watched roots).
+    pub paths: BTreeSet<PathBuf>,
+    /// Anything may have changed: a root was (re)attached, the watcher reported an error or an
+    /// event without paths, or more than [`MAX_BURST_PATHS`] paths changed.
+    pub everything: bool,
+}
+
+impl Burst {
+    /// Whether a rescan of the manifests is needed: something changed outside a dot-directory
+    /// or an editor's swap file of `roots`.
+    pub fn touches_manifests(&self, roots: &[PathBuf]) -> bool {
+        self.everything
+            || self
+                .paths
+                .iter()
+                .any(|p| roots.iter().any(|r| !p.starts_with(r) || relevant(r, p)))
+    }
+
+    fn add(&mut self, paths: Vec<PathBuf>) {
+        if paths.is_empty() {
+            self.everything = true;
+        }
+        if self.everything {
+            return;
+        }
+        self.paths.extend(paths);
+        if self.paths.len() > MAX_BURST_PATHS {
+            self.paths.clear();
+            self.everything = true;
+        }
+    }
+}
+
+/// Paths remembered per burst; beyond, the burst counts as "everything changed".
+pub const MAX_BURST_PATHS: usize = 4096;
+
+/// Watches `roots` and sends one [`Burst`] on `tx` per burst of changes (quiet for `quiet`, but
+/// at most `max_delay` after the first change). Every path is reported, dot-files included
+/// (a build context may send them); [`Burst::touches_manifests`] tells whether to rescan. Roots
+/// that vanish are re-watched when they return. Runs until `tx` is closed.
 pub async fn watch(
     roots: Vec<PathBuf>,
-    tx: mpsc::Sender<()>,
+    tx: mpsc::Sender<Burst>,
     quiet: Duration,
     max_delay: Duration,
 ) {
-    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
-    let roots_for_cb = roots.clone();
+    // An empty list: the watcher failed or named no path; anything may have changed.
+    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
     let handler = move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else {
-            let _ = raw_tx.send(());
+            let _ = raw_tx.send(Vec::new());
             return;
         };
         if event.kind.is_access() {
             return;
         }
-        let matters = event.paths.is_empty()
-            || event.paths.iter().any(|p| {
-                roots_for_cb
-                    .iter()
-                    .any(|r| !p.starts_with(r) || relevant(r, p))
-            });
-        if matters {
-            let _ = raw_tx.send(());
-        }
+        let _ = raw_tx.send(event.paths);
     };
     let mut watcher = match notify::recommended_watcher(handler) {
         Ok(w) => w,
@@ -166,7 +199,10 @@ pub async fn watch(
                     Ok(()) => {
                         watched[i] = true;
                         tracing::debug!(root = %root.display(), "watching");
-                        let _ = tx.try_send(());
+                        let _ = tx.try_send(Burst {
+                            everything: true,
+                            ..Burst::default()
+                        });
                     }
                     Err(err) => {
                         tracing::warn!(root = %root.display(), error = %err, "cannot watch directory")
@@ -178,13 +214,13 @@ pub async fn watch(
                 tracing::warn!(root = %root.display(), "watched directory is gone; keeping its challenges");
             }
         }
+        let mut burst = Burst::default();
         tokio::select! {
             _ = tx.closed() => return,
             _ = recheck.tick() => continue,
-            got = raw_rx.recv() => {
-                if got.is_none() {
-                    return;
-                }
+            got = raw_rx.recv() => match got {
+                Some(paths) => burst.add(paths),
+                None => return,
             }
         }
         // Debounce: wait until the burst is quiet, bounded by max_delay.
@@ -194,13 +230,15 @@ pub async fn watch(
             tokio::select! {
                 _ = tokio::time::sleep_until(quiet_until) => break,
                 got = raw_rx.recv() => {
-                    if got.is_none() || tokio::time::Instant::now() >= deadline {
+                    let Some(paths) = got else { break };
+                    burst.add(paths);
+                    if tokio::time::Instant::now() >= deadline {
                         break;
                     }
                 }
             }
         }
-        if tx.send(()).await.is_err() {
+        if tx.send(burst).await.is_err() {
             return;
         }
     }
@@ -232,6 +270,32 @@ mod tests {
             Path::new("/r"),
             Path::new("/r/echo/challenge.yaml")
         ));
+    }
+
+    #[test]
+    fn a_burst_of_dot_files_needs_no_rescan_but_keeps_its_paths() {
+        let roots = vec![PathBuf::from("/r")];
+        let mut burst = Burst::default();
+        burst.add(vec![PathBuf::from("/r/web/.env")]);
+        assert!(!burst.touches_manifests(&roots));
+        assert_eq!(burst.paths.len(), 1);
+        burst.add(vec![PathBuf::from("/r/web/www/index.html")]);
+        assert!(burst.touches_manifests(&roots));
+    }
+
+    #[test]
+    fn an_event_without_paths_or_too_many_paths_is_everything() {
+        let mut burst = Burst::default();
+        burst.add(Vec::new());
+        assert!(burst.everything && burst.paths.is_empty());
+        let mut many = Burst::default();
+        many.add(
+            (0..=MAX_BURST_PATHS)
+                .map(|n| PathBuf::from(format!("/r/{n}")))
+                .collect(),
+        );
+        assert!(many.everything && many.paths.is_empty());
+        assert!(many.touches_manifests(&[PathBuf::from("/r")]));
     }
 
     #[test]

@@ -347,3 +347,54 @@ fn a_challenge_built_from_source_is_served_rebuilt_and_kept_on_failure() {
 
     assert!(!images_of().is_empty());
 }
+
+/// A watched build context: with a periodic resync far away (1h), only the file watcher can
+/// make beast notice a change inside a context that lies outside the manifest's folder
+/// (`context: ../shared`). A `.dockerignore`d change does nothing; a sent file rebuilds and
+/// replaces.
+#[test]
+fn a_change_in_a_watched_build_context_rebuilds_without_waiting_for_a_resync() {
+    use crate::common::*;
+    use std::time::Duration;
+
+    let mut env = Env::new("build-watch");
+    env.write(
+        "shared/Dockerfile",
+        "FROM beast-examples/busybox:1\nCOPY www /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+    );
+    env.write("shared/www/index.html", "version one\n");
+    env.write("shared/.dockerignore", "notes.txt\n");
+    env.write("shared/notes.txt", "author notes\n");
+    env.write(
+        "web/challenge.yaml",
+        "apiVersion: beast/v1\nkind: Challenge\nmetadata:\n  name: web\nspec:\n  build: {context: ../shared}\n  ports:\n    - port: 8080\n",
+    );
+    env.start_with(&["--resync", "1h"]);
+    env.wait_running("web");
+    let port = env.host_ports("web")[0];
+    assert_eq!(http_get(port, "/").as_deref(), Some("version one\n"));
+    let container = env.name("web", 1);
+    let first = env.container_id(&container);
+    let image = || docker(&["inspect", "-f", "{{.Config.Image}}", &container]);
+    let first_tag = image();
+
+    // An ignored file: no rebuild, the same container.
+    let log_len = env.log().len();
+    env.write("shared/notes.txt", "more notes\n");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(env.container_id(&container), first);
+    assert_eq!(image(), first_tag);
+    assert!(
+        !env.log()[log_len..].contains("building"),
+        "an ignored change started a build"
+    );
+
+    // A file the build sends: rebuilt (a new content-hash tag) and replaced, long before the
+    // next resync.
+    env.write("shared/www/index.html", "version two\n");
+    env.wait_for("version two", Duration::from_secs(60), |_| {
+        http_get(port, "/").as_deref() == Some("version two\n")
+    });
+    assert_ne!(env.container_id(&container), first);
+    assert_ne!(image(), first_tag);
+}

@@ -343,3 +343,112 @@ fn beast_run_git_deploys_and_a_signed_webhook_picks_up_a_push() {
     assert_eq!(git["commit"], second.as_str(), "{git}");
     assert!(git["lastError"].is_null(), "{git}");
 }
+
+/// A push that changes only a file of a build context (the manifest is untouched) rebuilds and
+/// replaces that challenge; a challenge whose context did not change keeps its container.
+#[test]
+fn a_push_changing_only_a_build_context_rebuilds_that_challenge() {
+    use crate::common::{docker, http_get};
+    const SECRET: &str = "hook-secret-for-tests";
+    let dockerfile = "FROM beast-examples/busybox:1\nCOPY www /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n";
+    let built = |name: &str| {
+        format!("apiVersion: beast/v1\nkind: Challenge\nmetadata:\n  name: {name}\nspec:\n  build: {{context: .}}\n  ports:\n    - port: 8080\n")
+    };
+    let remote = Remote::new();
+    remote.commit(
+        &[
+            ("web/challenge.yaml", &built("web")),
+            ("web/Dockerfile", dockerfile),
+            ("web/www/index.html", "version one\n"),
+            ("other/challenge.yaml", &built("other")),
+            ("other/Dockerfile", dockerfile),
+            ("other/www/index.html", "other\n"),
+        ],
+        "one",
+    );
+    let mut env = crate::common::Env::new("git-build");
+    let url = remote.url();
+    // Long interval and resync: only the webhook's sync can make beast see the push in time.
+    env.start_with(&[
+        "--git",
+        &url,
+        "--git-interval",
+        "1h",
+        "--git-webhook-secret",
+        SECRET,
+        "--resync",
+        "1h",
+    ]);
+    env.wait_running("web");
+    env.wait_running("other");
+    let port = env.host_ports("web")[0];
+    assert_eq!(http_get(port, "/").as_deref(), Some("version one\n"));
+    let other = env.container_id(&env.name("other", 1));
+    let web = env.container_id(&env.name("web", 1));
+    let image = |name: &str| docker(&["inspect", "-f", "{{.Config.Image}}", name]);
+    let web_tag = image(&env.name("web", 1));
+
+    remote.commit(&[("web/www/index.html", "version two\n")], "two");
+    let body = r#"{"ref":"refs/heads/main"}"#;
+    assert_eq!(
+        post_hook(&env.api, body, &github_signature(SECRET, body)),
+        202
+    );
+    env.wait_for("version two", Duration::from_secs(60), |_| {
+        http_get(port, "/").as_deref() == Some("version two\n")
+    });
+    assert_ne!(env.container_id(&env.name("web", 1)), web);
+    assert_ne!(image(&env.name("web", 1)), web_tag);
+    assert_eq!(
+        env.container_id(&env.name("other", 1)),
+        other,
+        "an unchanged context keeps its container"
+    );
+}
+
+/// `beast plan --git`: the branch as `beast run --git` would see it, together with a manifests
+/// directory, fetched into a temporary directory (never the state directory), naming the commit.
+#[test]
+fn plan_from_git_names_the_commit_and_plans_the_tree_with_the_manifests() {
+    let remote = Remote::new();
+    let commit = remote.commit(&[("echo/challenge.yaml", &manifest("echo", "one"))], "one");
+    let env = crate::common::Env::new("plan-git");
+    env.write("local.yaml", &manifest("local", "here"));
+    let url = remote.url();
+    let plan = |branch: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_beast"))
+            .args(["plan", "--git", &url, "--git-branch", branch, "--manifests"])
+            .arg(&env.manifests)
+            .arg("--state-dir")
+            .arg(&env.state)
+            .args([
+                "--instance",
+                &env.instance,
+                "--port-range",
+                &env.port_range(),
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = plan("main");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("at commit {commit}")), "{out}");
+    assert!(out.contains("branch main"), "{out}");
+    assert!(out.contains("echo:") && out.contains("local:"), "{out}");
+    assert!(out.contains("2 to create"), "{out}");
+    assert!(
+        !env.state.join("git").exists(),
+        "plan must not write the run's git state"
+    );
+    assert!(env.containers().is_empty(), "a dry run creates nothing");
+
+    // A branch that does not exist: an error naming it, no plan.
+    let (code, out, err) = plan("nope");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("branch nope"), "{err}");
+}
