@@ -10,6 +10,8 @@
 //!     cargo bench --bench storm
 //!     STORM_N=50 STORM_SECS=60 cargo bench --bench storm
 //!
+//! beast runs with its defaults (`--workers 8` on 2 cores, `--engine-concurrency 8`).
+//!
 //! Half of the broken challenges exit at once; the other half run for 2 s first with a TCP probe
 //! that never passes (beast's probes must not stack restarts on the engine's policy). beast's own
 //! starts are counted apart for the rollout (the replacements it must make) and after it (where
@@ -150,7 +152,8 @@ fn main() {
     for i in 1..=n {
         env.write(&format!("app{i}.yaml"), &app(i));
     }
-    env.start();
+    // The default workers on this 2-core host (4 per core; the test harness uses 4).
+    env.start_with(&["--workers", "8"]);
     env.wait_for("all challenges Running", Duration::from_secs(600), |env| {
         env.get_status("/api/v1/status/challenges")
             .and_then(|(_, list)| list["items"].as_array().cloned())

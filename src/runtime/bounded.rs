@@ -8,8 +8,9 @@
 //! policy's.
 //!
 //! Not bounded: `ping` (the watchdog must see an engine that answers), the event and log
-//! streams (long-lived), and builds (bounded by `--build-workers`; a build holds the engine for
-//! seconds to minutes and must not starve the heal path).
+//! streams (long-lived), builds (bounded by `--build-workers`; a build holds the engine for
+//! seconds to minutes and must not starve the heal path) and stops (they wait out a grace
+//! period, doing nothing the engine feels).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,7 +131,9 @@ impl<R: Runtime> Runtime for Bounded<R> {
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
-        let _permit = self.permit().await?;
+        // Not bounded: a stop mostly waits out the container's grace period (a challenge that
+        // ignores SIGTERM holds it for all of it) and would hold a slot the heal path needs.
+        self.ops.total.fetch_add(1, Ordering::Relaxed);
         self.ops.stops.fetch_add(1, Ordering::Relaxed);
         self.inner.stop(id, grace).await
     }
