@@ -211,6 +211,8 @@ fn main() {
 
     // The push: every app's image is broken at once.
     let beast_before = metric(&env, "beast_engine_starts_total");
+    let creates_before = metric(&env, "beast_engine_creates_total");
+    let probes_before = metric(&env, "beast_probe_restarts_total");
     let engine_before = engine_starts.load(Ordering::Relaxed);
     let pushed = Instant::now();
     for i in 1..=n {
@@ -241,6 +243,7 @@ fn main() {
     let _ = events.kill();
     let _ = events.wait();
     let probe_restarts = metric(&env, "beast_probe_restarts_total");
+    let creates = metric(&env, "beast_engine_creates_total") - creates_before;
     lat.sort();
     let healthy_after = healthy_runs(&env);
     let healthy_restarts: u64 = (1..=5)
@@ -289,7 +292,12 @@ fn main() {
             beast_end - beast_before
         ),
     }
-    println!("probe restarts by beast (whole run): {probe_restarts}");
+    let probes = probe_restarts - probes_before;
+    println!(
+        "beast's starts since the push: {} = {creates} new containers (the replacements) + {probes} probe restarts + {} starts of existing containers",
+        beast_end - beast_before,
+        (beast_end - beast_before).saturating_sub(creates + probes),
+    );
     println!("host load (1-min average, every 5 s): mean {mean_load:.1}, max {max_load:.1}");
     println!("shown as crash-looping (Ready reason CrashLoopBackOff): {crash_looping}/{n}");
     println!(

@@ -600,6 +600,7 @@ fn gauges<R: Runtime>(reconciler: &Reconciler<R>, queue: &WorkQueue<String>) -> 
         samples.extend([
             sample("engine_requests", "Requests beast made to the engine (bounded by --engine-concurrency)", true, n(&ops.total)),
             sample("engine_starts", "Container starts beast asked the engine for (create+start, start, restart, unpause); the restart policy's own restarts are not among them", true, n(&ops.starts)),
+            sample("engine_creates", "Containers beast created (each then started, so among engine_starts too)", true, n(&ops.creates)),
             sample("engine_stops", "Container stops and removals beast asked the engine for", true, n(&ops.stops)),
             sample("engine_requests_waiting", "Engine requests waiting for a slot under --engine-concurrency", false, n(&ops.waiting)),
         ]);

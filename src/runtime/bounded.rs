@@ -34,6 +34,8 @@ pub struct EngineOps {
     pub total: AtomicU64,
     /// Requests that start a process: create+start, start, restart, unpause.
     pub starts: AtomicU64,
+    /// Containers created (each is started too, so also among `starts`).
+    pub creates: AtomicU64,
     /// Requests that stop or remove one: stop, remove.
     pub stops: AtomicU64,
     /// Requests waiting for a permit now.
@@ -121,6 +123,7 @@ impl<R: Runtime> Runtime for Bounded<R> {
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String> {
         let _permit = self.permit().await?;
+        self.ops.creates.fetch_add(1, Ordering::Relaxed);
         self.inner.create(spec).await
     }
 
