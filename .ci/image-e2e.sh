@@ -122,4 +122,4 @@ own=$(docker ps -q --filter "label=beast.instance=$id" | wc -l)
 [ "$own" -ge "$(wc -w <<<"$expected")" ] || { echo "error: only $own containers labelled $id" >&2; exit 1; }
 
 docker stop -t 10 "$name" >/dev/null
-echo "image e2e: 1 passed, 0 failed"
+echo "image-e2e: 1 passed, 0 failed"
