@@ -197,7 +197,10 @@ async fn probe_loop<H: ProbeHost>(
                 backoff.failed();
                 counters.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%challenge, container = %container.name, failures, %why, "probe failed");
-                if failures == 1 || watch.streak_run.is_none() {
+                // The run a streak began in (one inspect a streak; with `retries: 1` the
+                // decision's own look below is the only one). A streak that began while the
+                // container was not running shows as a changed restart count instead.
+                if failures == 1 && failures < hc.retries.max(1) {
                     match watch.look(&host, &container).await {
                         Run::Gone => return,
                         Run::Running(started) => watch.streak_run = Some(started),

@@ -703,13 +703,10 @@ impl<R: Runtime> Reconciler<R> {
                 }
                 match self.create_and_start(spec).await {
                     Ok(id) => {
-                        match self.runtime.remove(&old.id).await {
-                            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-                            Err(source) => {
-                                // The new one serves; the parked one is a duplicate of its
-                                // replica and the next pass removes it.
-                                tracing::warn!(container = %parked, error = %source, "could not remove the replaced container");
-                            }
+                        if let Err(err) = self.remove_if_there(old).await {
+                            // The new one serves; the parked one is a duplicate of its replica
+                            // and the next pass removes it.
+                            tracing::warn!(container = %parked, error = %err, "could not remove the replaced container");
                         }
                         Ok(Some(id))
                     }
