@@ -287,6 +287,10 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "BEAST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// The iptables program that keeps the egress rules (must be the one Docker uses: nft or
+    /// legacy); without it, or without root, egress cannot be enforced and beast says so.
+    #[arg(long, env = "BEAST_IPTABLES", default_value = "iptables")]
+    pub iptables: PathBuf,
     #[command(flatten)]
     pub git: GitArgs,
 }

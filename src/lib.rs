@@ -15,6 +15,7 @@ pub mod control;
 pub mod desired;
 pub mod dryrun;
 pub mod durable;
+pub mod egress;
 pub mod events;
 pub mod import;
 pub mod manifest;
