@@ -303,7 +303,8 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "BEAST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// The iptables binary egress rules are set with (Docker's DOCKER-USER chain).
+    /// The iptables program that keeps the egress rules (must be the one Docker uses: nft or
+    /// legacy); without it, or without root, egress cannot be enforced and beast says so.
     #[arg(long, env = "BEAST_IPTABLES", default_value = "iptables")]
     pub iptables: PathBuf,
     #[command(flatten)]

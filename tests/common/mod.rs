@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod chaos;
+pub mod netns;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@ mod api;
 mod build;
 mod cli;
 mod converge;
+mod egress;
 mod git;
 mod healing;
 mod outage;
