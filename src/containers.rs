@@ -89,6 +89,7 @@ pub fn replica_spec(
         cap_add: DEFAULT_CAPS.iter().map(|c| c.to_string()).collect(),
         no_new_privileges: true,
         labels: BTreeMap::new(),
+        ..ContainerSpec::default()
     };
     let hash = spec_hash(&spec);
     spec.labels = BTreeMap::from([
