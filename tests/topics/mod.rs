@@ -8,3 +8,4 @@ mod outage;
 mod ownership;
 mod recovery;
 mod resilience;
+mod runtime_net;
