@@ -20,8 +20,8 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{
-    BuildOutput, ByteStream, ContainerSpec, EventStream, ImageIndex, ImageInfo, Observed, Result,
-    Runtime, RuntimeError, Termination,
+    BuildOutput, ByteStream, ContainerSpec, EventStream, ImageIndex, ImageInfo, NetworkSpec,
+    Observed, ObservedNetwork, Result, Runtime, RuntimeError, Termination,
 };
 
 /// Default of `--engine-concurrency`.
@@ -187,24 +187,34 @@ impl<R: Runtime> Runtime for Bounded<R> {
         self.inner.termination(id).await
     }
 
-    async fn networks(&self, _instance: &str) -> Result<Vec<super::ObservedNetwork>> {
-        Ok(Vec::new())
-    }
-    async fn subnets_in_use(&self) -> Result<Vec<String>> {
-        Ok(Vec::new())
-    }
-    async fn create_network(&self, spec: &super::NetworkSpec) -> Result<String> {
-        Ok(spec.name.clone())
-    }
-    async fn remove_network(&self, _id: &str) -> Result<()> {
-        Ok(())
-    }
-    async fn runtimes(&self) -> Result<Vec<String>> {
-        Ok(vec!["runc".to_string()])
-    }
     async fn inspect(&self, id: &str) -> Result<ContainerSpec> {
         let _permit = self.permit().await?;
         self.inner.inspect(id).await
+    }
+
+    async fn networks(&self, instance: &str) -> Result<Vec<ObservedNetwork>> {
+        let _permit = self.permit().await?;
+        self.inner.networks(instance).await
+    }
+
+    async fn subnets_in_use(&self) -> Result<Vec<String>> {
+        let _permit = self.permit().await?;
+        self.inner.subnets_in_use().await
+    }
+
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<String> {
+        let _permit = self.permit().await?;
+        self.inner.create_network(spec).await
+    }
+
+    async fn remove_network(&self, id: &str) -> Result<()> {
+        let _permit = self.permit().await?;
+        self.inner.remove_network(id).await
+    }
+
+    async fn runtimes(&self) -> Result<Vec<String>> {
+        let _permit = self.permit().await?;
+        self.inner.runtimes().await
     }
 
     fn engine_ops(&self) -> Option<Arc<EngineOps>> {
@@ -250,5 +260,26 @@ mod tests {
         let _ = bounded.list("i", None).await;
         assert_eq!(bounded.ops.starts.load(Ordering::Relaxed), 2);
         assert_eq!(bounded.ops.total.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn network_requests_pass_through_and_are_counted() {
+        let bounded = Bounded::new(FakeRuntime::new(), 4);
+        let spec = NetworkSpec {
+            name: "i_c".into(),
+            labels: BTreeMap::from([(crate::runtime::LABEL_INSTANCE.into(), "i".into())]),
+            subnet: "10.213.0.0/28".into(),
+            gateway: "10.213.0.1".into(),
+        };
+        let id = bounded.create_network(&spec).await.unwrap();
+        assert_eq!(bounded.networks("i").await.unwrap().len(), 1);
+        assert_eq!(
+            bounded.subnets_in_use().await.unwrap(),
+            vec!["10.213.0.0/28"]
+        );
+        bounded.remove_network(&id).await.unwrap();
+        assert_eq!(bounded.runtimes().await.unwrap(), vec!["runc"]);
+        assert_eq!(bounded.ops.total.load(Ordering::Relaxed), 5);
+        assert_eq!(bounded.ops.creates.load(Ordering::Relaxed), 0);
     }
 }

@@ -11,22 +11,24 @@ use bollard::errors::Error as BollardError;
 use bollard::exec::StartExecResults;
 use bollard::models::{BuildInfo, EventMessage, ExecConfig, ImageSummary};
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, HostConfig,
-    PortBinding as DockerPortBinding, PortSummaryTypeEnum, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings, HostConfig,
+    Ipam, IpamConfig, Network, NetworkCreateRequest, NetworkingConfig,
+    PortBinding as DockerPortBinding, PortSummaryTypeEnum, ResourcesUlimits, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, EventsOptionsBuilder,
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RenameContainerOptionsBuilder,
-    RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    RenameContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
 
 use super::{
     BuildOutput, ByteStream, ContainerSpec, ContainerState, EngineEvent, EventStream, ImageIndex,
-    ImageInfo, Observed, PortBinding, Result, Runtime, RuntimeError, Termination, LABEL_CHALLENGE,
-    LABEL_INSTANCE,
+    ImageInfo, NetworkSpec, Observed, ObservedNetwork, PortBinding, Result, Runtime, RuntimeError,
+    Termination, Ulimit, LABEL_CHALLENGE, LABEL_INSTANCE,
 };
 use crate::model::Protocol;
 
@@ -136,7 +138,7 @@ fn observed_of(summary: ContainerSummary) -> Observed {
     // The engine lists a binding once per address family (0.0.0.0 and ::).
     ports.sort();
     ports.dedup();
-    Observed {
+    let mut observed = Observed {
         id: summary.id.unwrap_or_default(),
         name,
         labels: summary.labels.unwrap_or_default().into_iter().collect(),
@@ -144,14 +146,35 @@ fn observed_of(summary: ContainerSummary) -> Observed {
         status: summary.status.unwrap_or_default(),
         ports,
         created: summary.created.unwrap_or_default(),
-        ip: summary
-            .network_settings
-            .and_then(|n| n.networks)
-            .and_then(|n| {
-                n.into_values()
-                    .find_map(|e| e.ip_address.filter(|ip| !ip.is_empty()))
-            }),
-    }
+        ip: None,
+    };
+    let networks = summary
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default();
+    observed.ip = address_of(networks, observed.challenge());
+    observed
+}
+
+/// The container's address: on its only network; with several, on the one whose name ends
+/// with its challenge (`{instance}_{challenge}`), else on the first by name.
+fn address_of(
+    networks: HashMap<String, EndpointSettings>,
+    challenge: Option<&str>,
+) -> Option<String> {
+    let mut addresses: Vec<(String, String)> = networks
+        .into_iter()
+        .filter_map(|(name, e)| Some((name, e.ip_address.filter(|ip| !ip.is_empty())?)))
+        .collect();
+    addresses.sort();
+    let own = challenge.and_then(|c| {
+        let suffix = format!("_{c}");
+        addresses
+            .iter()
+            .position(|(name, _)| name.ends_with(&suffix))
+    });
+    let index = own.unwrap_or(0);
+    (index < addresses.len()).then(|| addresses.swap_remove(index).1)
 }
 
 fn event_of(msg: EventMessage, instance: &str) -> Option<EngineEvent> {
@@ -170,6 +193,12 @@ fn event_of(msg: EventMessage, instance: &str) -> Option<EngineEvent> {
         time: msg.time.unwrap_or_default(),
     })
 }
+
+/// Mount options of every `tmpfs` path: writable, no setuid binaries or device files, and at
+/// most 64 MiB (tmpfs pages count against the container's memory limit too). Executables are
+/// allowed: JITs and challenge runtimes unpack code into /tmp. The engine's default mode (1777)
+/// lets any `user` write there.
+const TMPFS_OPTIONS: &str = "rw,nosuid,nodev,size=64m";
 
 /// Translates beast's container spec into the engine's create body.
 fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
@@ -206,11 +235,45 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             maximum_retry_count: None,
         }),
         init: Some(false),
+        // On the challenge's network only: naming it here keeps the container off the default
+        // bridge.
+        network_mode: spec.network.clone(),
+        readonly_rootfs: Some(spec.read_only),
+        tmpfs: (!spec.tmpfs.is_empty()).then(|| {
+            spec.tmpfs
+                .iter()
+                .map(|path| (path.clone(), TMPFS_OPTIONS.to_string()))
+                .collect()
+        }),
+        // Privileged gets every capability from the engine whatever cap_drop says.
+        privileged: Some(spec.privileged),
+        ulimits: (!spec.ulimits.is_empty()).then(|| {
+            spec.ulimits
+                .iter()
+                .map(|u| ResourcesUlimits {
+                    name: Some(u.name.clone()),
+                    soft: Some(u.soft),
+                    hard: Some(u.hard),
+                })
+                .collect()
+        }),
+        runtime: spec.runtime.clone(),
         ..Default::default()
     };
+    let networking_config = spec.network.as_ref().map(|network| NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(
+            network.clone(),
+            EndpointSettings {
+                aliases: Some(spec.aliases.clone()),
+                ..Default::default()
+            },
+        )])),
+    });
     let labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
     ContainerCreateBody {
         image: Some(spec.image.clone()),
+        user: spec.user.clone(),
+        networking_config,
         cmd: spec.command.clone(),
         entrypoint: spec.entrypoint.clone(),
         working_dir: spec.working_dir.clone(),
@@ -255,6 +318,60 @@ fn image_info(summary: ImageSummary) -> ImageInfo {
             .collect(),
         created: summary.created,
         labels: summary.labels.into_iter().collect(),
+    }
+}
+
+/// The IPv4 subnets of a network's IPAM config, in its order.
+fn ipv4_subnets(ipam: Option<Ipam>) -> Vec<String> {
+    ipam.and_then(|i| i.config)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| c.subnet)
+        .filter(|s| s.parse::<ipnet::Ipv4Net>().is_ok())
+        .collect()
+}
+
+fn network_of(n: Network) -> ObservedNetwork {
+    ObservedNetwork {
+        id: n.id.unwrap_or_default(),
+        name: n.name.unwrap_or_default(),
+        labels: n.labels.unwrap_or_default().into_iter().collect(),
+        subnet: ipv4_subnets(n.ipam).into_iter().next(),
+        // The list call does not report endpoints (bollard's list type has no such field).
+        containers: Vec::new(),
+    }
+}
+
+fn create_network_request(spec: &NetworkSpec) -> NetworkCreateRequest {
+    NetworkCreateRequest {
+        name: spec.name.clone(),
+        driver: Some("bridge".to_string()),
+        internal: Some(false),
+        attachable: Some(false),
+        ipam: Some(Ipam {
+            driver: Some("default".to_string()),
+            config: Some(vec![IpamConfig {
+                subnet: Some(spec.subnet.clone()),
+                gateway: Some(spec.gateway.clone()),
+                ..Default::default()
+            }]),
+            options: None,
+        }),
+        labels: Some(spec.labels.clone().into_iter().collect()),
+        ..Default::default()
+    }
+}
+
+/// The engine refuses an overlapping subnet with 403 "Pool overlaps with other one on this
+/// address space" and active endpoints on remove with 403 "... has active endpoints": both are
+/// conflicts with other objects, not failures of the engine.
+fn network_err(err: BollardError) -> RuntimeError {
+    match err {
+        BollardError::DockerResponseServerError {
+            status_code: 403,
+            message,
+        } => RuntimeError::Conflict(message),
+        other => map_err(other),
     }
 }
 
@@ -559,21 +676,6 @@ impl Runtime for DockerRuntime {
         })
     }
 
-    async fn networks(&self, _instance: &str) -> Result<Vec<super::ObservedNetwork>> {
-        Ok(Vec::new())
-    }
-    async fn subnets_in_use(&self) -> Result<Vec<String>> {
-        Ok(Vec::new())
-    }
-    async fn create_network(&self, spec: &super::NetworkSpec) -> Result<String> {
-        Ok(spec.name.clone())
-    }
-    async fn remove_network(&self, _id: &str) -> Result<()> {
-        Ok(())
-    }
-    async fn runtimes(&self) -> Result<Vec<String>> {
-        Ok(vec!["runc".to_string()])
-    }
     async fn inspect(&self, id: &str) -> Result<ContainerSpec> {
         let c = self
             .docker
@@ -605,6 +707,38 @@ impl Runtime for DockerRuntime {
         ports.dedup();
         let mut env = config.env.unwrap_or_default();
         env.sort();
+        // The engine names the default bridge `default` (or `bridge`); beast's spec says None.
+        let network = host
+            .network_mode
+            .clone()
+            .filter(|m| !matches!(m.as_str(), "" | "default" | "bridge"));
+        let endpoint = network.as_ref().and_then(|net| {
+            c.network_settings
+                .as_ref()
+                .and_then(|s| s.networks.as_ref())
+                .and_then(|n| n.get(net))
+        });
+        // The engine adds the short id as an alias of its own.
+        let short_id = c.id.as_deref().unwrap_or_default().get(..12).unwrap_or("");
+        let aliases = endpoint
+            .and_then(|e| e.aliases.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a != short_id)
+            .collect();
+        let mut tmpfs: Vec<String> = host.tmpfs.clone().unwrap_or_default().into_keys().collect();
+        tmpfs.sort();
+        // The engine fills in its default runtime; beast's spec says None for it.
+        let runtime = match host.runtime.clone().filter(|r| !r.is_empty()) {
+            Some(r) => {
+                let default = match self.docker.info().await {
+                    Ok(info) => info.default_runtime,
+                    Err(_) => None,
+                };
+                (r != default.as_deref().unwrap_or("runc")).then_some(r)
+            }
+            None => None,
+        };
         Ok(ContainerSpec {
             name: c
                 .name
@@ -627,16 +761,87 @@ impl Runtime for DockerRuntime {
                 .unwrap_or_default()
                 .iter()
                 .any(|o| o.starts_with("no-new-privileges")),
-            network: None,
-            aliases: Vec::new(),
-            read_only: false,
-            tmpfs: Vec::new(),
-            user: None,
-            privileged: false,
-            ulimits: Vec::new(),
-            runtime: None,
             labels: config.labels.unwrap_or_default().into_iter().collect(),
+            network,
+            aliases,
+            read_only: host.readonly_rootfs.unwrap_or_default(),
+            tmpfs,
+            user: config.user.filter(|u| !u.is_empty()),
+            privileged: host.privileged.unwrap_or_default(),
+            ulimits: host
+                .ulimits
+                .unwrap_or_default()
+                .into_iter()
+                .map(|u| Ulimit {
+                    name: u.name.unwrap_or_default(),
+                    soft: u.soft.unwrap_or_default(),
+                    hard: u.hard.unwrap_or_default(),
+                })
+                .collect(),
+            runtime,
         })
+    }
+
+    async fn networks(&self, instance: &str) -> Result<Vec<ObservedNetwork>> {
+        let filters: HashMap<&str, Vec<String>> =
+            HashMap::from([("label", vec![format!("{LABEL_INSTANCE}={instance}")])]);
+        let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+        let networks = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(map_err)?;
+        Ok(networks
+            .into_iter()
+            .map(network_of)
+            // Never act on a network the filter should not have returned.
+            .filter(|n| n.instance() == Some(instance))
+            .collect())
+    }
+
+    async fn subnets_in_use(&self) -> Result<Vec<String>> {
+        let networks = self
+            .docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await
+            .map_err(map_err)?;
+        Ok(networks
+            .into_iter()
+            .flat_map(|n| ipv4_subnets(n.ipam))
+            .collect())
+    }
+
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<String> {
+        let created = self
+            .docker
+            .create_network(create_network_request(spec))
+            .await
+            .map_err(network_err)?;
+        // Engines before API 1.44 create a second network of the same name unless asked to
+        // check (bollard's request type has no `CheckDuplicate`), and only warn: undo it.
+        if created.warning.contains("already exists") {
+            if let Err(err) = self.docker.remove_network(&created.id).await {
+                tracing::warn!(network = %spec.name, error = %err, "could not remove a duplicate network");
+            }
+            return Err(RuntimeError::Conflict(created.warning));
+        }
+        Ok(created.id)
+    }
+
+    async fn remove_network(&self, id: &str) -> Result<()> {
+        match self.docker.remove_network(id).await {
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            other => other.map_err(network_err),
+        }
+    }
+
+    async fn runtimes(&self) -> Result<Vec<String>> {
+        let info = self.docker.info().await.map_err(map_err)?;
+        let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        names.sort();
+        Ok(names)
     }
 
     async fn remove(&self, id: &str) -> Result<()> {
@@ -655,5 +860,95 @@ impl Runtime for DockerRuntime {
             }) if message.contains("already in progress") => Ok(()),
             other => other.map_err(map_err),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn endpoint(ip: &str) -> EndpointSettings {
+        EndpointSettings {
+            ip_address: Some(ip.to_string()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_address_on_the_challenges_network_wins() {
+        let one = HashMap::from([("i_web".to_string(), endpoint("10.0.0.2"))]);
+        assert_eq!(address_of(one, Some("web")).as_deref(), Some("10.0.0.2"));
+        let several = HashMap::from([
+            ("a_other".to_string(), endpoint("10.0.1.2")),
+            ("i_web".to_string(), endpoint("10.0.0.2")),
+            ("bridge".to_string(), endpoint("")),
+        ]);
+        assert_eq!(
+            address_of(several.clone(), Some("web")).as_deref(),
+            Some("10.0.0.2")
+        );
+        assert_eq!(address_of(several, None).as_deref(), Some("10.0.1.2"));
+        assert_eq!(address_of(HashMap::new(), Some("web")), None);
+    }
+
+    #[test]
+    fn the_security_block_reaches_the_create_body() {
+        let spec = ContainerSpec {
+            image: "img".into(),
+            network: Some("i_web".into()),
+            aliases: vec!["web".into()],
+            read_only: true,
+            tmpfs: vec!["/tmp".into()],
+            user: Some("1000:1000".into()),
+            ulimits: vec![Ulimit {
+                name: "nofile".into(),
+                soft: 64,
+                hard: 64,
+            }],
+            runtime: Some("runsc".into()),
+            ..ContainerSpec::default()
+        };
+        let body = create_body(&spec);
+        let host = body.host_config.unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("i_web"));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.tmpfs.unwrap()["/tmp"], TMPFS_OPTIONS);
+        assert_eq!(host.runtime.as_deref(), Some("runsc"));
+        assert_eq!(host.privileged, Some(false));
+        assert_eq!(host.ulimits.unwrap()[0].soft, Some(64));
+        assert_eq!(body.user.as_deref(), Some("1000:1000"));
+        let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
+        assert_eq!(
+            endpoints["i_web"].aliases.as_deref(),
+            Some(&["web".to_string()][..])
+        );
+    }
+
+    #[test]
+    fn a_plain_spec_stays_on_the_default_bridge() {
+        let body = create_body(&ContainerSpec::default());
+        assert!(body.networking_config.is_none());
+        let host = body.host_config.unwrap();
+        assert!(host.network_mode.is_none() && host.tmpfs.is_none() && host.ulimits.is_none());
+    }
+
+    #[test]
+    fn only_ipv4_subnets_count() {
+        let ipam = Ipam {
+            config: Some(vec![
+                IpamConfig {
+                    subnet: Some("fd00::/64".into()),
+                    ..Default::default()
+                },
+                IpamConfig {
+                    subnet: Some("172.17.0.0/16".into()),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(ipv4_subnets(Some(ipam)), vec!["172.17.0.0/16"]);
+        assert!(ipv4_subnets(None).is_empty());
     }
 }

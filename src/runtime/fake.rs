@@ -9,8 +9,9 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::{
-    BuildOutput, ByteStream, ContainerSpec, ContainerState, EventStream, ImageIndex, ImageInfo,
-    Observed, Result, Runtime, RuntimeError, Termination, LABEL_CHALLENGE, LABEL_INSTANCE,
+    subnets_overlap, BuildOutput, ByteStream, ContainerSpec, ContainerState, EventStream,
+    ImageIndex, ImageInfo, NetworkSpec, Observed, ObservedNetwork, Result, Runtime, RuntimeError,
+    Termination, LABEL_CHALLENGE, LABEL_INSTANCE,
 };
 
 /// A fake engine holding containers in a map; counts the mutating calls it served.
@@ -30,6 +31,10 @@ pub struct FakeRuntime {
     /// Builds running now, and the most that ever ran at once.
     building: AtomicU64,
     peak_building: AtomicU64,
+    /// Networks by id, any instance.
+    networks: Mutex<BTreeMap<String, ObservedNetwork>>,
+    /// The network each container was created on, by container id.
+    attached: Mutex<BTreeMap<String, String>>,
 }
 
 impl FakeRuntime {
@@ -72,7 +77,22 @@ impl FakeRuntime {
         lock(&self.used_images).push(id.to_string());
     }
 
-    /// How many create/start/stop/remove/rename/unpause calls were made.
+    /// Puts a network in place as if someone else had created it.
+    pub fn insert_network(&self, network: ObservedNetwork) {
+        lock(&self.networks).insert(network.id.clone(), network);
+    }
+
+    /// All networks, any instance.
+    pub fn all_networks(&self) -> Vec<ObservedNetwork> {
+        lock(&self.networks).values().cloned().collect()
+    }
+
+    /// The network container `id` was created on.
+    pub fn network_of(&self, id: &str) -> Option<String> {
+        lock(&self.attached).get(id).cloned()
+    }
+
+    /// How many create/start/stop/remove/rename/unpause calls were made (networks' included).
     pub fn mutations(&self) -> u64 {
         self.mutations.load(Ordering::Relaxed)
     }
@@ -195,6 +215,19 @@ impl Runtime for FakeRuntime {
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String> {
         self.mutations.fetch_add(1, Ordering::Relaxed);
+        if let Some(network) = &spec.network {
+            if !lock(&self.networks).values().any(|n| &n.name == network) {
+                return Err(RuntimeError::NotFound(format!(
+                    "network {network} not found"
+                )));
+            }
+        }
+        if let Some(runtime) = spec.runtime.as_deref().filter(|r| *r != "runc") {
+            return Err(RuntimeError::Engine {
+                status: 400,
+                message: format!("Unknown runtime specified {runtime}"),
+            });
+        }
         let mut containers = lock(&self.containers);
         if containers.values().any(|o| o.name == spec.name) {
             return Err(RuntimeError::Conflict(format!(
@@ -216,6 +249,9 @@ impl Runtime for FakeRuntime {
                 ip: None,
             },
         );
+        if let Some(network) = &spec.network {
+            lock(&self.attached).insert(id.clone(), network.clone());
+        }
         Ok(id)
     }
 
@@ -263,21 +299,6 @@ impl Runtime for FakeRuntime {
         })
     }
 
-    async fn networks(&self, _instance: &str) -> Result<Vec<super::ObservedNetwork>> {
-        Ok(Vec::new())
-    }
-    async fn subnets_in_use(&self) -> Result<Vec<String>> {
-        Ok(Vec::new())
-    }
-    async fn create_network(&self, spec: &super::NetworkSpec) -> Result<String> {
-        Ok(spec.name.clone())
-    }
-    async fn remove_network(&self, _id: &str) -> Result<()> {
-        Ok(())
-    }
-    async fn runtimes(&self) -> Result<Vec<String>> {
-        Ok(vec!["runc".to_string()])
-    }
     async fn inspect(&self, id: &str) -> Result<ContainerSpec> {
         Err(RuntimeError::NotFound(format!(
             "the fake runtime keeps no specs ({id})"
@@ -287,6 +308,169 @@ impl Runtime for FakeRuntime {
     async fn remove(&self, id: &str) -> Result<()> {
         self.mutations.fetch_add(1, Ordering::Relaxed);
         lock(&self.containers).remove(id);
+        lock(&self.attached).remove(id);
         Ok(())
+    }
+
+    async fn networks(&self, instance: &str) -> Result<Vec<ObservedNetwork>> {
+        let attached = lock(&self.attached);
+        Ok(lock(&self.networks)
+            .values()
+            .filter(|n| n.instance() == Some(instance))
+            .map(|n| ObservedNetwork {
+                containers: attached
+                    .iter()
+                    .filter(|(_, net)| **net == n.name)
+                    .map(|(id, _)| id.clone())
+                    .collect(),
+                ..n.clone()
+            })
+            .collect())
+    }
+
+    async fn subnets_in_use(&self) -> Result<Vec<String>> {
+        Ok(lock(&self.networks)
+            .values()
+            .filter_map(|n| n.subnet.clone())
+            .collect())
+    }
+
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<String> {
+        self.mutations.fetch_add(1, Ordering::Relaxed);
+        let mut networks = lock(&self.networks);
+        if networks.values().any(|n| n.name == spec.name) {
+            return Err(RuntimeError::Conflict(format!(
+                "network with name {} already exists",
+                spec.name
+            )));
+        }
+        let overlaps = |n: &ObservedNetwork| {
+            n.subnet
+                .as_deref()
+                .is_some_and(|s| subnets_overlap(s, &spec.subnet))
+        };
+        if networks.values().any(overlaps) {
+            return Err(RuntimeError::Conflict(
+                "Pool overlaps with other one on this address space".to_string(),
+            ));
+        }
+        let id = format!(
+            "fakenet{:057}",
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        networks.insert(
+            id.clone(),
+            ObservedNetwork {
+                id: id.clone(),
+                name: spec.name.clone(),
+                labels: spec.labels.clone(),
+                subnet: Some(spec.subnet.clone()),
+                containers: Vec::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    async fn remove_network(&self, id: &str) -> Result<()> {
+        self.mutations.fetch_add(1, Ordering::Relaxed);
+        let mut networks = lock(&self.networks);
+        let Some(network) = networks.get(id) else {
+            return Ok(());
+        };
+        if lock(&self.attached).values().any(|n| *n == network.name) {
+            return Err(RuntimeError::Conflict(format!(
+                "error while removing network: network {} id {id} has active endpoints",
+                network.name
+            )));
+        }
+        networks.remove(id);
+        Ok(())
+    }
+
+    async fn runtimes(&self) -> Result<Vec<String>> {
+        Ok(vec!["runc".to_string()])
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn net(name: &str, subnet: &str) -> NetworkSpec {
+        NetworkSpec {
+            name: name.to_string(),
+            labels: BTreeMap::from([(LABEL_INSTANCE.to_string(), "i".to_string())]),
+            subnet: subnet.to_string(),
+            gateway: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn networks_refuse_taken_names_and_overlapping_subnets() {
+        let fake = FakeRuntime::new();
+        fake.create_network(&net("i_a", "10.1.0.0/28"))
+            .await
+            .unwrap();
+        let taken = fake.create_network(&net("i_a", "10.2.0.0/28")).await;
+        assert!(matches!(taken, Err(RuntimeError::Conflict(_))), "{taken:?}");
+        let overlap = fake.create_network(&net("i_b", "10.1.0.8/29")).await;
+        assert!(
+            matches!(&overlap, Err(RuntimeError::Conflict(m)) if m.contains("overlap")),
+            "{overlap:?}"
+        );
+        fake.create_network(&net("i_b", "10.1.0.16/28"))
+            .await
+            .unwrap();
+        assert_eq!(fake.networks("i").await.unwrap().len(), 2);
+        assert!(fake.networks("other").await.unwrap().is_empty());
+        assert_eq!(fake.subnets_in_use().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_network_in_use_is_not_removed() {
+        let fake = FakeRuntime::new();
+        let id = fake
+            .create_network(&net("i_a", "10.1.0.0/28"))
+            .await
+            .unwrap();
+        let spec = ContainerSpec {
+            name: "i_a_1".into(),
+            network: Some("i_a".into()),
+            ..ContainerSpec::default()
+        };
+        let container = fake.create(&spec).await.unwrap();
+        assert_eq!(
+            fake.networks("i").await.unwrap()[0].containers,
+            std::slice::from_ref(&container)
+        );
+        let busy = fake.remove_network(&id).await;
+        assert!(matches!(busy, Err(RuntimeError::Conflict(_))), "{busy:?}");
+        fake.remove(&container).await.unwrap();
+        fake.remove_network(&id).await.unwrap();
+        fake.remove_network(&id).await.unwrap();
+        assert!(fake.all_networks().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unknown_networks_and_runtimes_fail_the_create() {
+        let fake = FakeRuntime::new();
+        let missing = ContainerSpec {
+            name: "x".into(),
+            network: Some("nope".into()),
+            ..ContainerSpec::default()
+        };
+        assert!(matches!(
+            fake.create(&missing).await,
+            Err(RuntimeError::NotFound(_))
+        ));
+        let runsc = ContainerSpec {
+            name: "y".into(),
+            runtime: Some("runsc".into()),
+            ..ContainerSpec::default()
+        };
+        let err = fake.create(&runsc).await.unwrap_err().to_string();
+        assert!(err.contains("Unknown runtime specified runsc"), "{err}");
+        assert!(fake.all().is_empty());
     }
 }

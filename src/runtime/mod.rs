@@ -19,6 +19,7 @@ pub const LABEL_INSTANCE: &str = "beast.instance";
 pub const LABEL_CHALLENGE: &str = "beast.challenge";
 pub const LABEL_REPLICA: &str = "beast.replica";
 pub const LABEL_SPEC_HASH: &str = "beast.spec-hash";
+/// Carried by service containers only (SPEC §7): the service's name.
 pub const LABEL_SERVICE: &str = "beast.service";
 
 /// A published port of a container.
@@ -49,9 +50,19 @@ impl schemars::JsonSchema for Protocol {
     }
 }
 
+/// One ulimit (`nofile`, `nproc`), soft = hard.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
+}
+
 /// Everything that shapes one container, in the engine-neutral form the runtime creates it from.
-/// All of it except `name` and `labels` goes into the spec hash.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// All of it except `name`, `image` and `labels` goes into the spec hash. Fields added later are
+/// left out of the serialisation while they hold their default, so a spec that does not use a
+/// feature hashes as it did before the feature existed.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ContainerSpec {
     #[serde(skip)]
     pub name: String,
@@ -71,7 +82,10 @@ pub struct ContainerSpec {
     pub pids: i64,
     pub cap_add: Vec<String>,
     pub no_new_privileges: bool,
+    #[serde(skip)]
+    pub labels: BTreeMap<String, String>,
     /// The network the container joins (its challenge's bridge), and its DNS aliases there.
+    /// `None`: the engine's default bridge.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -81,6 +95,7 @@ pub struct ContainerSpec {
     /// Paths mounted as tmpfs (writable scratch when the root is read-only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<String>,
+    /// `uid[:gid]` or a user name of the image; `None`: the image's user.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -90,8 +105,6 @@ pub struct ContainerSpec {
     /// OCI runtime (e.g. `runsc`); None = the engine's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
-    #[serde(skip)]
-    pub labels: BTreeMap<String, String>,
 }
 
 /// A network to create.
@@ -112,16 +125,26 @@ pub struct ObservedNetwork {
     pub labels: BTreeMap<String, String>,
     /// First IPv4 subnet of its IPAM config, CIDR.
     pub subnet: Option<String>,
-    /// Ids of the containers attached (as the list call reports them; may be empty on list).
+    /// Ids of the containers attached, as the list call reports them: the engine's list leaves
+    /// this out (empty), so an empty list does not prove the network unused.
     pub containers: Vec<String>,
 }
 
-/// One ulimit (`nofile`, `nproc`), soft = hard.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Ulimit {
-    pub name: String,
-    pub soft: i64,
-    pub hard: i64,
+impl ObservedNetwork {
+    pub fn instance(&self) -> Option<&str> {
+        self.labels.get(LABEL_INSTANCE).map(String::as_str)
+    }
+    pub fn challenge(&self) -> Option<&str> {
+        self.labels.get(LABEL_CHALLENGE).map(String::as_str)
+    }
+}
+
+/// Whether two CIDR subnets share an address (false when either does not parse as IPv4 CIDR).
+pub fn subnets_overlap(a: &str, b: &str) -> bool {
+    match (a.parse::<ipnet::Ipv4Net>(), b.parse::<ipnet::Ipv4Net>()) {
+        (Ok(a), Ok(b)) => a.contains(&b.network()) || b.contains(&a.network()),
+        _ => false,
+    }
 }
 
 /// Lifecycle state of a container as the engine reports it.
@@ -183,7 +206,7 @@ impl Observed {
     pub fn spec_hash(&self) -> Option<&str> {
         self.labels.get(LABEL_SPEC_HASH).map(String::as_str)
     }
-    /// The `beast.service` label: set on service containers only.
+    /// The service this container runs (`beast.service`); `None` for a main container.
     pub fn service(&self) -> Option<&str> {
         self.labels.get(LABEL_SERVICE).map(String::as_str)
     }
@@ -391,14 +414,17 @@ pub trait Runtime: Send + Sync + 'static {
     /// Networks labelled `beast.instance=instance`: ONE list call.
     fn networks(&self, instance: &str)
         -> impl Future<Output = Result<Vec<ObservedNetwork>>> + Send;
-    /// The IPv4 subnets (CIDR) of EVERY network on the engine, whoever owns it: ONE list call.
+    /// The IPv4 subnets (CIDR) of EVERY network on the engine, whoever owns it (for choosing a
+    /// free one): ONE list call.
     fn subnets_in_use(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
-    /// Creates a bridge network; returns its id. Name taken → Conflict; a subnet overlapping
-    /// another network → Conflict whose message contains "overlap".
+    /// Creates a bridge network with the given subnet, gateway and labels; returns its id.
+    /// Name taken → [`RuntimeError::Conflict`]; a subnet overlapping another network's →
+    /// [`RuntimeError::Conflict`] whose message contains "overlap".
     fn create_network(&self, spec: &NetworkSpec) -> impl Future<Output = Result<String>> + Send;
-    /// Removes a network. Gone already → Ok. Containers still attached → Conflict.
+    /// Removes a network. Gone already → Ok(()). Containers still attached →
+    /// [`RuntimeError::Conflict`].
     fn remove_network(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
-    /// OCI runtimes the engine knows.
+    /// OCI runtimes the engine knows (`docker info` Runtimes keys, e.g. `["runc"]`).
     fn runtimes(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Counters of the requests beast made, where the runtime keeps them ([`bounded`]).
     fn engine_ops(&self) -> Option<std::sync::Arc<bounded::EngineOps>> {
@@ -425,5 +451,46 @@ mod tests {
         assert_eq!(index.resolve("busybox"), Some("sha256:1"));
         assert_eq!(index.resolve("sha256:1"), Some("sha256:1"));
         assert_eq!(index.resolve("other"), None);
+    }
+
+    #[test]
+    fn unused_features_stay_out_of_the_serialised_spec() {
+        let plain = serde_json::to_string(&ContainerSpec::default()).unwrap();
+        for key in [
+            "network",
+            "aliases",
+            "read_only",
+            "tmpfs",
+            "user",
+            "privileged",
+            "ulimits",
+            "runtime",
+        ] {
+            assert!(!plain.contains(key), "{key} in {plain}");
+        }
+        let hardened = ContainerSpec {
+            network: Some("i_c".into()),
+            read_only: true,
+            ulimits: vec![Ulimit {
+                name: "nofile".into(),
+                soft: 1024,
+                hard: 1024,
+            }],
+            ..ContainerSpec::default()
+        };
+        let text = serde_json::to_string(&hardened).unwrap();
+        assert!(text.contains(r#""network":"i_c""#), "{text}");
+        assert!(text.contains(r#""read_only":true"#), "{text}");
+        assert!(text.contains(r#""nofile""#), "{text}");
+    }
+
+    #[test]
+    fn overlapping_subnets_are_told_apart() {
+        assert!(subnets_overlap("10.0.0.0/24", "10.0.0.128/25"));
+        assert!(subnets_overlap("10.0.0.128/25", "10.0.0.0/24"));
+        assert!(subnets_overlap("10.0.0.0/28", "10.0.0.0/28"));
+        assert!(!subnets_overlap("10.0.0.0/28", "10.0.0.16/28"));
+        assert!(!subnets_overlap("fd00::/64", "fd00::/64"));
+        assert!(!subnets_overlap("junk", "10.0.0.0/8"));
     }
 }

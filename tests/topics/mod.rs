@@ -9,3 +9,4 @@ mod outage;
 mod ownership;
 mod recovery;
 mod resilience;
+mod runtime_net;
