@@ -8,7 +8,11 @@ const AUTHOR: &str =
 /// Converts and checks that the manifest validates and prints back to the same raw manifest.
 fn check(toml: &str, folder: &Path) -> Imported {
     let imported = convert(toml, folder).unwrap();
-    let yaml = render_manifest(&imported.manifest, &folder.join(BEAST_TOML)).unwrap();
+    assert!(
+        imported.services.is_empty(),
+        "a sidecar: use check_with_services"
+    );
+    let yaml = render_manifest(&imported.manifest, &[], &folder.join(BEAST_TOML)).unwrap();
     let parsed = manifest::parse_str(&yaml, "challenge.yaml", folder, folder);
     assert!(
         parsed.is_valid(),
@@ -18,6 +22,37 @@ fn check(toml: &str, folder: &Path) -> Imported {
     let back: raw::Manifest = serde_yaml::from_str(&yaml).unwrap();
     assert_eq!(back, imported.manifest);
     imported
+}
+
+/// Converts a challenge with a sidecar: returns the rendered manifest as YAML values, after
+/// checking everything but `spec.services` as `check` does. This branch's manifest parser does
+/// not know `spec.services` yet; `sidecar_manifests_validate_with_services` runs the whole file
+/// through the validator once it does.
+fn check_with_services(toml: &str, folder: &Path) -> (Imported, serde_yaml::Value) {
+    let imported = convert(toml, folder).unwrap();
+    let yaml = render_manifest(
+        &imported.manifest,
+        &imported.services,
+        &folder.join(BEAST_TOML),
+    )
+    .unwrap();
+    let value: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+    let mut rest = value.clone();
+    let services = rest["spec"].as_mapping_mut().unwrap().remove("services");
+    assert_eq!(
+        services.unwrap(),
+        serde_yaml::to_value(&imported.services).unwrap()
+    );
+    let rest = serde_yaml::to_string(&rest).unwrap();
+    let parsed = manifest::parse_str(&rest, "challenge.yaml", folder, folder);
+    assert!(
+        parsed.is_valid(),
+        "{rest}\n{:?}",
+        parsed.errors().collect::<Vec<_>>()
+    );
+    let back: raw::Manifest = serde_yaml::from_str(&rest).unwrap();
+    assert_eq!(back, imported.manifest);
+    (imported, value)
 }
 
 fn has_note(imported: &Imported, part: &str) -> bool {
@@ -131,14 +166,16 @@ fn web_php_with_a_sidecar_and_port_mappings() {
          [challenge.env]\napt_deps = [\"php*-mysql\"]\nports = [10004, 8080]\nport_mappings = [\"10001:80\"]\n\
          web_root = \"challenge\"\ndefault_port = 80\n\n[[challenge.env.var]]\nkey = \"SECRET_FILE\"\nvalue = \"secret.txt\"\n"
     );
-    let imported = check(&toml, dir.path());
+    let (imported, _) = check_with_services(&toml, dir.path());
     let spec = &imported.manifest.spec;
     assert_eq!(
         spec.ports,
         [port(80, 10001), port(10004, 10004), port(8080, 8080)]
     );
     assert_eq!(spec.env["SECRET_FILE"], "/challenge/secret.txt");
-    assert!(has_note(&imported, "sidecar \"mysql\""));
+    assert_eq!(spec.env["MYSQL_HOST"], "mysql");
+    assert_eq!(imported.services.len(), 1);
+    assert!(has_note(&imported, "sidecar \"mysql\": now the service"));
     assert!(has_note(&imported, "FROM php:7.1-cli"));
     let dockerfile = imported.dockerfile.unwrap();
     for line in [
@@ -472,13 +509,13 @@ fn unknown_keys_sidecars_and_keys_are_reported() {
          type = \"bare\"\nsidecar = \"mongo\"\nmaxPoints = 500\ndynamicFlag = true\n\n\
          [challenge.env]\nports = [9000]\nrun_cmd = \"./run\"\nfrobnicate = true\n\n[resource]\nswap = 1\n\n[extra]\na = 1\n"
     );
-    let imported = check(&toml, dir.path());
+    let (imported, _) = check_with_services(&toml, dir.path());
     for part in [
         "extra: unknown key",
         "challenge.metadata.maxPoints: not carried over (no beast/v1 equivalent)",
         "challenge.env.frobnicate: unknown key",
         "resource.swap: unknown key",
-        "sidecar \"mongo\"",
+        "sidecar \"mongo\": now the service \"mongo\"",
         "maintainer.ssh_key",
         "author.ssh_key",
         "dynamicFlag",
@@ -512,6 +549,141 @@ fn memory_is_rounded_up_to_whole_mi() {
     assert_eq!(memory_quantity(6 * MI), "6Mi");
     assert_eq!(memory_quantity(7 * MI + 1), "8Mi");
     assert_eq!(memory_quantity(536_870_912), "512Mi");
+}
+
+fn with_sidecar(sidecar: &str) -> String {
+    format!(
+        "[challenge.metadata]\nname = \"web-db\"\nflag = \"x\"\ntype = \"bare\"\nsidecar = \"{sidecar}\"\n\
+         [challenge.env]\nports = [9000]\nrun_cmd = \"./run\"\n"
+    )
+}
+
+fn text<'a>(value: &'a serde_yaml::Value, path: &[&str]) -> &'a str {
+    let mut at = value;
+    for key in path {
+        at = match key.parse::<usize>() {
+            Ok(i) => &at[i],
+            Err(_) => &at[*key],
+        };
+    }
+    at.as_str()
+        .unwrap_or_else(|| panic!("{path:?} is not a string: {at:?}"))
+}
+
+#[test]
+fn a_mysql_sidecar_becomes_a_service_the_challenge_reaches_by_its_old_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (imported, yaml) = check_with_services(&with_sidecar("mysql"), dir.path());
+    let service = &yaml["spec"]["services"][0];
+    assert_eq!(yaml["spec"]["services"].as_sequence().unwrap().len(), 1);
+    assert_eq!(text(service, &["name"]), "mysql");
+    assert_eq!(text(service, &["image"]), "mysql:8.0");
+    assert_eq!(service["healthcheck"]["tcp"]["port"].as_i64(), Some(3306));
+    assert_eq!(text(service, &["resources", "memory"]), "512Mi");
+    assert!(
+        service.get("ports").is_none(),
+        "a service is never published"
+    );
+    let env = &imported.manifest.spec.env;
+    // The original's variable names, lower case after the prefix; its host name.
+    assert_eq!(env["MYSQL_HOST"], "mysql");
+    assert_eq!(env["MYSQL_PORT"], "3306");
+    assert_eq!(env["MYSQL_database"], "web_db");
+    assert_eq!(env["MYSQL_username"], "web_db");
+    assert_eq!(text(service, &["env", "MYSQL_DATABASE"]), "web_db");
+    assert_eq!(text(service, &["env", "MYSQL_USER"]), "web_db");
+    let password = text(service, &["env", "MYSQL_PASSWORD"]);
+    assert_eq!(env["MYSQL_password"], password);
+    assert_eq!(password.len(), 24);
+    assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
+    assert_ne!(text(service, &["env", "MYSQL_ROOT_PASSWORD"]), password);
+    assert!(has_note(&imported, "mysql:8.0 must exist on the engine"));
+    // A fresh password at each import.
+    let again = convert(&with_sidecar("mysql"), dir.path()).unwrap();
+    assert_ne!(again.manifest.spec.env["MYSQL_password"], password);
+}
+
+#[test]
+fn a_mongo_sidecar_becomes_a_service_with_its_root_user_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let (imported, yaml) = check_with_services(&with_sidecar("mongo"), dir.path());
+    let service = &yaml["spec"]["services"][0];
+    assert_eq!(text(service, &["name"]), "mongo");
+    assert_eq!(text(service, &["image"]), "mongo:4.4");
+    assert_eq!(service["healthcheck"]["tcp"]["port"].as_i64(), Some(27017));
+    let env = &imported.manifest.spec.env;
+    assert_eq!(env["MONGO_HOST"], "mongo");
+    assert_eq!(env["MONGO_PORT"], "27017");
+    assert_eq!(
+        env["MONGO_username"],
+        text(service, &["env", "MONGO_INITDB_ROOT_USERNAME"])
+    );
+    assert_eq!(
+        env["MONGO_password"],
+        text(service, &["env", "MONGO_INITDB_ROOT_PASSWORD"])
+    );
+    assert_eq!(text(service, &["env", "MONGO_INITDB_DATABASE"]), "web_db");
+    assert!(has_note(&imported, "authSource=admin"));
+    assert!(has_note(&imported, "mongo:4.4 must exist on the engine"));
+}
+
+#[test]
+fn a_sidecar_the_original_did_not_have_is_noted_and_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let imported = check(&with_sidecar("redis"), dir.path());
+    assert!(imported.manifest.spec.env.is_empty());
+    assert!(has_note(
+        &imported,
+        "sidecar \"redis\": not one the original had"
+    ));
+}
+
+#[test]
+fn a_variable_the_challenge_sets_wins_over_the_sidecars() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{}[[challenge.env.var]]\nkey = \"MYSQL_HOST\"\nvalue = \"db.conf\"\n",
+        with_sidecar("mysql")
+    );
+    let (imported, _) = check_with_services(&toml, dir.path());
+    let env = &imported.manifest.spec.env;
+    assert_eq!(env["MYSQL_HOST"], "/challenge/db.conf");
+    assert!(env.contains_key("MYSQL_password"));
+    assert!(has_note(
+        &imported,
+        "challenge.env.var MYSQL_HOST: set by the challenge"
+    ));
+}
+
+#[test]
+fn a_static_challenge_ignores_its_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "x").unwrap();
+    let toml = "[challenge.metadata]\nname = \"s\"\ntype = \"static\"\nsidecar = \"mysql\"\nassets = [\"a.txt\"]\n";
+    let imported = check(toml, dir.path());
+    assert!(has_note(
+        &imported,
+        "sidecar \"mysql\": ignored, a static challenge"
+    ));
+}
+
+/// Needs the manifest parser that knows `spec.services` (SPEC §7): on this branch the
+/// validator refuses the unknown field. Remove the `ignore` once it has landed.
+#[test]
+#[ignore = "needs spec.services in the manifest parser"]
+fn sidecar_manifests_validate_with_services() {
+    for kind in ["mysql", "mongo"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(BEAST_TOML), with_sidecar(kind)).unwrap();
+        let report = import(dir.path(), false).unwrap();
+        let parsed = manifest::parse_str(
+            &report.manifest_yaml,
+            "challenge.yaml",
+            dir.path(),
+            dir.path(),
+        );
+        assert!(parsed.is_valid(), "{}", report.manifest_yaml);
+    }
 }
 
 const BARE: &str = "[challenge.metadata]\nname = \"bare\"\nflag = \"x\"\ntype = \"bare\"\n\
