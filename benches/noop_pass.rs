@@ -62,6 +62,8 @@ async fn bench() {
         defaults: Defaults::default(),
         stop_grace: Duration::ZERO,
         build_workers: 1,
+        pool: Default::default(),
+        default_egress: false,
     };
     let ports = PortAllocator::in_memory(PortRange {
         lo: 20000,

@@ -248,6 +248,22 @@ pub struct SourceArgs {
     /// Process limit for challenges that set none.
     #[arg(long, env = "BEAST_DEFAULT_PIDS", default_value_t = 256)]
     pub default_pids: i64,
+    /// Address pool the challenges' own networks are carved from (IPv4 CIDR).
+    #[arg(long, env = "BEAST_NETWORK_POOL", default_value = crate::netpool::DEFAULT_POOL)]
+    pub network_pool: String,
+    /// Prefix length of one challenge network (26 = 61 containers).
+    #[arg(long, env = "BEAST_NETWORK_SIZE", default_value_t = crate::netpool::DEFAULT_BLOCK)]
+    pub network_size: u8,
+    /// Let challenges that leave `spec.network.egress` out open outbound connections.
+    #[arg(long, env = "BEAST_DEFAULT_EGRESS")]
+    pub default_egress: bool,
+    /// Capabilities a manifest may add with `security.capAdd` beyond the defaults
+    /// (comma-separated, e.g. NET_RAW,SYS_PTRACE). Others make the manifest invalid.
+    #[arg(long, env = "BEAST_ALLOW_CAPS", value_delimiter = ',')]
+    pub allow_caps: Vec<String>,
+    /// Allow `security.privileged: true` (a privileged container can take over the host).
+    #[arg(long, env = "BEAST_ALLOW_PRIVILEGED")]
+    pub allow_privileged: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -287,6 +303,9 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "BEAST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// The iptables binary egress rules are set with (Docker's DOCKER-USER chain).
+    #[arg(long, env = "BEAST_IPTABLES", default_value = "iptables")]
+    pub iptables: PathBuf,
     #[command(flatten)]
     pub git: GitArgs,
 }

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{Challenge, RunSpec};
+use crate::model::{Challenge, RunSpec, Security, Service};
 use crate::runtime::{
-    ContainerSpec, PortBinding, LABEL_CHALLENGE, LABEL_INSTANCE, LABEL_REPLICA, LABEL_SPEC_HASH,
+    ContainerSpec, PortBinding, Ulimit, LABEL_CHALLENGE, LABEL_INSTANCE, LABEL_REPLICA,
+    LABEL_SERVICE, LABEL_SPEC_HASH,
 };
 
 /// Capabilities kept after dropping ALL: enough for typical challenge daemons (xinetd, socat,
@@ -47,6 +48,16 @@ pub fn container_name(instance: &str, challenge: &str, replica: u32) -> String {
     format!("{instance}_{challenge}_{replica}")
 }
 
+/// `{instance}_{challenge}_{service}` (SPEC §7).
+pub fn service_container_name(instance: &str, challenge: &str, service: &str) -> String {
+    format!("{instance}_{challenge}_{service}")
+}
+
+/// `{instance}_{challenge}`: the challenge's own bridge network (SPEC §7).
+pub fn network_name(instance: &str, challenge: &str) -> String {
+    format!("{instance}_{challenge}")
+}
+
 /// An image as the manifest names it and as the engine identifies it.
 #[derive(Debug, Clone, Copy)]
 pub struct Image<'a> {
@@ -74,29 +85,107 @@ pub fn replica_spec(
             protocol: p.protocol,
         })
         .collect();
-    let mut spec = ContainerSpec {
-        name: container_name(instance, &challenge.name, replica),
+    let mut spec = base_spec(
+        container_name(instance, &challenge.name, replica),
+        run,
+        image,
+        defaults,
+    );
+    spec.ports = ports;
+    spec.network = Some(network_name(instance, &challenge.name));
+    spec.aliases = vec![challenge.name.clone()];
+    seal(
+        spec,
+        [
+            (LABEL_INSTANCE, instance.to_string()),
+            (LABEL_CHALLENGE, challenge.name.clone()),
+            (LABEL_REPLICA, replica.to_string()),
+        ],
+    )
+}
+
+/// The container spec of one service: never published, reachable by its name on the
+/// challenge's network.
+pub fn service_spec(
+    instance: &str,
+    challenge: &Challenge,
+    service: &Service,
+    image: Image<'_>,
+    defaults: &Defaults,
+) -> ContainerSpec {
+    let mut spec = base_spec(
+        service_container_name(instance, &challenge.name, &service.name),
+        &service.run,
+        image,
+        defaults,
+    );
+    spec.network = Some(network_name(instance, &challenge.name));
+    spec.aliases = vec![service.name.clone()];
+    seal(
+        spec,
+        [
+            (LABEL_INSTANCE, instance.to_string()),
+            (LABEL_CHALLENGE, challenge.name.clone()),
+            (LABEL_SERVICE, service.name.clone()),
+        ],
+    )
+}
+
+/// Everything but ports, network and labels: the hardened defaults with the manifest's
+/// resources and security block applied.
+fn base_spec(name: String, run: &RunSpec, image: Image<'_>, defaults: &Defaults) -> ContainerSpec {
+    let sec: &Security = &run.security;
+    let mut cap_add: Vec<String> = DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
+    for cap in &sec.cap_add {
+        if !cap_add.contains(cap) {
+            cap_add.push(cap.clone());
+        }
+    }
+    let ulimits = [("nofile", sec.ulimits.nofile), ("nproc", sec.ulimits.nproc)]
+        .into_iter()
+        .filter_map(|(name, v)| {
+            let v = i64::try_from(v?).ok()?;
+            Some(Ulimit {
+                name: name.to_string(),
+                soft: v,
+                hard: v,
+            })
+        })
+        .collect();
+    ContainerSpec {
+        name,
         image: image.reference.to_string(),
         image_id: image.id.to_string(),
         command: run.command.clone(),
         entrypoint: run.entrypoint.clone(),
         working_dir: run.working_dir.clone(),
         env: run.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-        ports,
+        ports: Vec::new(),
         nano_cpus: run.resources.nano_cpus.or(defaults.nano_cpus),
         memory: run.resources.memory.unwrap_or(defaults.memory),
         pids: run.resources.pids.unwrap_or(defaults.pids),
-        cap_add: DEFAULT_CAPS.iter().map(|c| c.to_string()).collect(),
+        cap_add,
         no_new_privileges: true,
+        network: None,
+        aliases: Vec::new(),
+        read_only: sec.read_only_root_filesystem,
+        tmpfs: sec.tmpfs.clone(),
+        user: sec.user.clone(),
+        privileged: sec.privileged,
+        ulimits,
+        runtime: sec.runtime.clone(),
         labels: BTreeMap::new(),
-    };
+    }
+}
+
+/// Puts the labels and the spec hash on a finished spec.
+fn seal<const N: usize>(mut spec: ContainerSpec, labels: [(&str, String); N]) -> ContainerSpec {
     let hash = spec_hash(&spec);
-    spec.labels = BTreeMap::from([
-        (LABEL_INSTANCE.to_string(), instance.to_string()),
-        (LABEL_CHALLENGE.to_string(), challenge.name.clone()),
-        (LABEL_REPLICA.to_string(), replica.to_string()),
-        (LABEL_SPEC_HASH.to_string(), hash),
-    ]);
+    spec.labels = labels
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .chain([(LABEL_SPEC_HASH.to_string(), hash)])
+        .collect();
     spec
 }
 

@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::manifest::raw;
 use crate::model::{Challenge, Protocol};
+use crate::policy::Policy;
 
 /// Where a challenge's manifest comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,11 +122,28 @@ pub struct DesiredStore {
     /// Names undeployed through the lifecycle API (persisted by the API store).
     undeployed: Arc<RwLock<BTreeSet<String>>>,
     version: Arc<std::sync::atomic::AtomicU64>,
+    /// What manifests may ask for beyond the hardened defaults.
+    policy: Arc<RwLock<Policy>>,
 }
 
 impl DesiredStore {
     pub fn new() -> DesiredStore {
         DesiredStore::default()
+    }
+
+    /// A store that holds manifests to `policy`.
+    pub fn with_policy(policy: Policy) -> DesiredStore {
+        let store = DesiredStore::default();
+        *store.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+        store
+    }
+
+    /// How `challenge` breaks this store's policy (empty when it does not).
+    pub fn policy_violations(&self, challenge: &Challenge) -> Vec<String> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .violations(challenge)
     }
 
     pub fn get(&self, name: &str) -> Option<Entry> {
@@ -230,10 +248,15 @@ impl DesiredStore {
                 }
             }
             let claim = match claim {
-                Claim::Valid { challenge, raw } => match port_conflict(&challenge, &port_owners) {
-                    Some(msg) => Claim::Invalid(vec![format!("{file}: {msg}")]),
-                    None => Claim::Valid { challenge, raw },
-                },
+                Claim::Valid { challenge, raw } => {
+                    let mut errors = self.policy_violations(&challenge);
+                    errors.extend(port_conflict(&challenge, &port_owners));
+                    if errors.is_empty() {
+                        Claim::Valid { challenge, raw }
+                    } else {
+                        Claim::Invalid(errors.iter().map(|e| format!("{file}: {e}")).collect())
+                    }
+                }
                 invalid => invalid,
             };
             let source = Source::Dir { root, file };
@@ -305,11 +328,17 @@ impl DesiredStore {
         if let Some(Source::Dir { file, .. }) = entries.get(&name).map(|e| &e.source) {
             return Err(file.clone());
         }
+        let violations = self.policy_violations(&challenge);
         let entry = entries
             .entry(name.clone())
             .or_insert_with(|| Entry::new(&name, Source::Api, deployed));
         let before = entry.clone();
-        entry.accept(challenge, Some(raw));
+        if violations.is_empty() {
+            entry.accept(challenge, Some(raw));
+        } else {
+            // Stored before a stricter policy: the last valid spec (if any) keeps running.
+            entry.errors = violations;
+        }
         entry.resource_version = resource_version;
         Ok(*entry != before)
     }

@@ -128,12 +128,12 @@ pub async fn render<R: Runtime>(
                     };
                     let _ = writeln!(out, "  {mark} {}", describe(op));
                     if let Op::Replace {
-                        replica,
+                        slot,
                         old,
                         why: Why::SpecChanged { .. },
                     } = op
                     {
-                        for line in explain(reconciler, name, *replica, &old.id).await {
+                        for line in explain(reconciler, name, slot, &old.id).await {
                             let _ = writeln!(out, "      {line}");
                         }
                     }
@@ -157,10 +157,10 @@ pub async fn render<R: Runtime>(
 async fn explain<R: Runtime>(
     reconciler: &Reconciler<R>,
     name: &str,
-    replica: u32,
+    slot: &crate::plan::Slot,
     id: &str,
 ) -> Vec<String> {
-    let Some(new) = reconciler.wanted_spec(name, replica).await else {
+    let Some(new) = reconciler.wanted_spec(name, slot).await else {
         return Vec::new();
     };
     match reconciler.runtime.inspect(id).await {

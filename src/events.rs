@@ -373,6 +373,8 @@ mod tests {
                 defaults: Defaults::default(),
                 stop_grace: Duration::from_secs(1),
                 build_workers: 1,
+                pool: Default::default(),
+                default_egress: false,
             },
             PortAllocator::in_memory(PortRange {
                 lo: 40000,

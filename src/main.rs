@@ -11,7 +11,9 @@ use beast::cli::{Cli, Command, LogFormat, PlanArgs, RunArgs, SecretArgs, SourceA
 use beast::client::{self, Action};
 use beast::containers::Defaults;
 use beast::desired::DesiredStore;
+use beast::netpool::NetPool;
 use beast::operator::{self, GitConfig, RunConfig};
+use beast::policy::Policy;
 use beast::ports::PortAllocator;
 use beast::reconcile::{Reconciler, Settings};
 use beast::runtime::bounded::Bounded;
@@ -96,6 +98,17 @@ fn defaults(source: &SourceArgs) -> anyhow::Result<Defaults> {
     })
 }
 
+/// The subnet pool of challenge networks from `--network-pool` and `--network-size`.
+fn pool(source: &SourceArgs) -> anyhow::Result<NetPool> {
+    NetPool::new(&source.network_pool, source.network_size)
+        .map_err(|e| anyhow::anyhow!("--network-pool/--network-size: {e}"))
+}
+
+/// What manifests may ask for, from `--allow-caps` and `--allow-privileged`.
+fn policy(source: &SourceArgs) -> Policy {
+    Policy::new(&source.allow_caps, source.allow_privileged)
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_logs(args.log_format);
     if args.no_auth && !args.listen.ip().is_loopback() && !args.insecure {
@@ -124,6 +137,10 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         stop_grace: args.stop_grace.into(),
         build_workers: args.build_workers,
         debounce: args.debounce.into(),
+        pool: pool(&args.source)?,
+        default_egress: args.source.default_egress,
+        policy: policy(&args.source),
+        iptables: Some(args.iptables.clone()),
         auth,
         git: args.git.url.clone().map(|url| GitConfig {
             url,
@@ -204,7 +221,7 @@ fn validate(paths: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
 }
 
 async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let store = DesiredStore::new();
+    let store = DesiredStore::with_policy(policy(&args.source));
     for root in &args.source.manifests {
         if !root.is_dir() {
             anyhow::bail!("--manifests {}: not a readable directory", root.display());
@@ -232,6 +249,8 @@ async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         defaults: defaults(&args.source)?,
         stop_grace: std::time::Duration::from_secs(2),
         build_workers: 1,
+        pool: pool(&args.source)?,
+        default_egress: args.source.default_egress,
     };
     let reconciler = Reconciler::new(
         Arc::new(runtime),

@@ -25,6 +25,53 @@ pub struct Challenge {
     pub replicas: u32,
     /// `spec.attachments`, resolved to absolute paths inside the manifest's folder.
     pub attachments: Vec<Attachment>,
+    /// `spec.network`.
+    pub network: NetworkPolicy,
+    /// `spec.services`: supporting containers shared by all replicas (empty for a static
+    /// challenge).
+    pub services: Vec<Service>,
+}
+
+/// `spec.network`: how the challenge's containers reach what is outside their own network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NetworkPolicy {
+    /// New outbound connections allowed; `None` takes the operator's `--default-egress`.
+    pub egress: Option<bool>,
+}
+
+/// One entry of `spec.services`: a supporting container (database, cache, admin bot), never
+/// published, reachable by its name from the challenge's other containers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    /// A DNS label that is not all digits (replica containers end in digits).
+    pub name: String,
+    /// How it runs; `ports` is always empty.
+    pub run: RunSpec,
+}
+
+/// `spec.security` (or a service's `security`): what the container may do beyond the hardened
+/// defaults. Operator policy (`--allow-caps`, `--allow-privileged`) is checked by the desired
+/// store, not here.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Security {
+    pub read_only_root_filesystem: bool,
+    /// Absolute paths mounted as tmpfs.
+    pub tmpfs: Vec<String>,
+    /// `uid`, `uid:gid`, `name` or `name:group`.
+    pub user: Option<String>,
+    /// Capability names without the `CAP_` prefix, upper case, sorted, unique.
+    pub cap_add: Vec<String>,
+    pub privileged: bool,
+    /// An OCI runtime the engine knows (e.g. `runsc`); `None` is the engine's default.
+    pub runtime: Option<String>,
+    pub ulimits: Ulimits,
+}
+
+/// `security.ulimits` (soft = hard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ulimits {
+    pub nofile: Option<u64>,
+    pub nproc: Option<u64>,
 }
 
 /// Player-facing description of a challenge.
@@ -57,6 +104,7 @@ pub struct RunSpec {
     pub ports: Vec<PortSpec>,
     pub resources: Resources,
     pub healthcheck: Option<Healthcheck>,
+    pub security: Security,
 }
 
 /// Where the image comes from: exactly one of `spec.image` and `spec.build`.
@@ -156,9 +204,12 @@ impl Challenge {
                 ports: Vec::new(),
                 resources: Resources::default(),
                 healthcheck: None,
+                security: Security::default(),
             }),
             replicas: 1,
             attachments: Vec::new(),
+            network: NetworkPolicy::default(),
+            services: Vec::new(),
         }
     }
 }

@@ -20,11 +20,14 @@ use crate::build::changes::ContextFilter;
 use crate::containers::Defaults;
 use crate::control::OperatorControl;
 use crate::desired::{DesiredStore, Entry, Source};
+use crate::egress::Egress;
 use crate::events;
 use crate::manifest::validate;
 use crate::metrics::{MetricsHandle, Sample};
 use crate::model::{BuildSpec, ImageSource};
+use crate::netpool::NetPool;
 use crate::notify::{Delivery, Kind, Notifier, NotifierConfig, NotifyError, Webhooks};
+use crate::policy::Policy;
 use crate::ports::{PortAllocator, PortError, PortRange};
 use crate::queue::{spawn_workers, Backoff, Outcome, WorkQueue};
 use crate::reconcile::{Reconciler, Settings};
@@ -81,6 +84,15 @@ pub struct RunConfig {
     pub auth: Auth,
     /// GitOps (`--git`): a branch checked out as one more manifest directory.
     pub git: Option<GitConfig>,
+    /// Where challenge networks get their subnets.
+    pub pool: NetPool,
+    /// `spec.network.egress` of manifests that leave it out.
+    pub default_egress: bool,
+    /// What manifests may ask for beyond the hardened defaults.
+    pub policy: Policy,
+    /// The iptables binary egress rules are set with; `None` leaves egress control off
+    /// (reported on every challenge that wants it).
+    pub iptables: Option<PathBuf>,
 }
 
 /// Settings of the git source.
@@ -128,7 +140,7 @@ pub async fn run<R: Runtime>(
         path: api_dir.clone(),
         source,
     })?;
-    let store = DesiredStore::new();
+    let store = DesiredStore::with_policy(config.policy.clone());
     for name in api_store.undeployed() {
         store.set_deployed(&name, false);
     }
@@ -139,6 +151,8 @@ pub async fn run<R: Runtime>(
         defaults: config.defaults.clone(),
         stop_grace: config.stop_grace,
         build_workers: config.build_workers,
+        pool: config.pool,
+        default_egress: config.default_egress,
     };
     let reconciler = Reconciler::new(
         runtime.clone(),
@@ -147,6 +161,13 @@ pub async fn run<R: Runtime>(
         settings,
         ports,
     );
+    if let Some(iptables) = &config.iptables {
+        let egress = Egress::detect(&config.instance, iptables).await;
+        if let Err(why) = egress.available() {
+            tracing::warn!(%why, "egress control is unavailable: challenges with spec.network.egress false run with egress OPEN and say so in their EgressPolicy condition");
+        }
+        reconciler.attach_egress(Arc::new(egress));
+    }
     let readiness = reconciler.readiness.clone();
     let webhooks = Webhooks::open(&config.state_dir, Delivery::default())?;
     let notifier = Notifier::new(NotifierConfig::default(), Some(webhooks.clone()));

@@ -1,18 +1,70 @@
 //! The planner: `(desired, observed) → actions`, a pure function.
 //!
 //! No async, no engine types, no clock. The caller resolves images and host ports, computes the
-//! spec hash of every wanted replica, lists the containers, and executes what comes back, in
-//! order. Drift is decided by the `beast.spec-hash` label alone.
+//! spec hash of every wanted container (replicas and services), lists the containers, says which
+//! services pass their healthcheck, and executes what comes back, in order. Drift is decided by
+//! the `beast.spec-hash` label alone, per container: a changed service replaces that service only.
+//!
+//! Services come first. A replica is created (or replaced) only once every service that gates
+//! it (one with a healthcheck) passes it, like compose's `service_healthy`; replicas that run
+//! keep running meanwhile.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::runtime::{ContainerState, Observed};
 
-/// One replica the challenge wants, with the hash its container must carry.
+/// One container of a challenge: a service (by name) or a replica (1-based). Services order
+/// before replicas.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Slot {
+    Service(String),
+    Replica(u32),
+}
+
+impl Slot {
+    /// The slot a container of this instance fills, from its labels.
+    pub fn of(o: &Observed) -> Option<Slot> {
+        match o.service() {
+            Some(service) => Some(Slot::Service(service.to_string())),
+            None => o.replica().map(Slot::Replica),
+        }
+    }
+
+    pub fn replica(&self) -> Option<u32> {
+        match self {
+            Slot::Replica(r) => Some(*r),
+            Slot::Service(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Slot::Service(name) => write!(f, "service {name}"),
+            Slot::Replica(r) => write!(f, "replica {r}"),
+        }
+    }
+}
+
+/// One container the challenge wants, with the hash it must carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Want {
-    pub replica: u32,
+    pub slot: Slot,
     pub hash: String,
+    /// A service with a healthcheck: replicas wait until it passes.
+    pub gates: bool,
+}
+
+impl Want {
+    /// A replica (no gating).
+    pub fn replica(replica: u32, hash: &str) -> Want {
+        Want {
+            slot: Slot::Replica(replica),
+            hash: hash.to_string(),
+            gates: false,
+        }
+    }
 }
 
 /// A container the planner acts on.
@@ -46,6 +98,8 @@ pub enum Why {
     NoReplica,
     /// The engine reports it dead.
     Dead,
+    /// Its service is no longer in `spec.services`.
+    ServiceRemoved,
     /// Recreation was asked for (`redeploy`).
     Redeploy,
 }
@@ -59,6 +113,7 @@ impl std::fmt::Display for Why {
             Why::Duplicate => f.write_str("duplicate container for the replica"),
             Why::NoReplica => f.write_str("no valid beast.replica label"),
             Why::Dead => f.write_str("container is dead"),
+            Why::ServiceRemoved => f.write_str("service no longer in spec.services"),
             Why::Redeploy => f.write_str("redeploy requested"),
         }
     }
@@ -69,38 +124,62 @@ impl std::fmt::Display for Why {
 pub enum Op {
     /// Remove a container (before anything is created, so its host ports are free).
     Remove { target: Target, why: Why },
-    /// Replace a replica's container: stop the old one first (it may hold the same host ports),
-    /// create and start the new one, then remove the old; on failure the old one comes back.
-    Replace { replica: u32, old: Target, why: Why },
+    /// Replace a container: stop the old one first (it may hold the same host ports), create
+    /// and start the new one, then remove the old; on failure the old one comes back.
+    Replace { slot: Slot, old: Target, why: Why },
     /// Unpause a paused container whose spec is current.
-    Unpause { replica: u32, target: Target },
+    Unpause { slot: Slot, target: Target },
     /// Start a stopped (exited or created) container whose spec is current.
-    Start { replica: u32, target: Target },
-    /// Create and start a missing replica.
-    Create { replica: u32 },
+    Start { slot: Slot, target: Target },
+    /// Create and start a missing container.
+    Create { slot: Slot },
 }
 
 impl Op {
-    /// The replica this op concerns, if any.
-    pub fn replica(&self) -> Option<u32> {
+    /// The slot this op concerns, if any.
+    pub fn slot(&self) -> Option<&Slot> {
         match self {
             Op::Remove { .. } => None,
-            Op::Replace { replica, .. }
-            | Op::Unpause { replica, .. }
-            | Op::Start { replica, .. }
-            | Op::Create { replica } => Some(*replica),
+            Op::Replace { slot, .. }
+            | Op::Unpause { slot, .. }
+            | Op::Start { slot, .. }
+            | Op::Create { slot } => Some(slot),
         }
+    }
+
+    /// The replica this op concerns, if it concerns one.
+    pub fn replica(&self) -> Option<u32> {
+        self.slot().and_then(Slot::replica)
     }
 }
 
+/// The gating services (with a healthcheck) not in `healthy`, by name: what replicas wait for.
+pub fn waiting_for(wants: &[Want], healthy: &BTreeSet<String>) -> Vec<String> {
+    wants
+        .iter()
+        .filter(|w| w.gates)
+        .filter_map(|w| match &w.slot {
+            Slot::Service(name) if !healthy.contains(name) => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Plans one challenge. `wants` is empty when the challenge is not desired (or scaled to 0);
-/// `observed` are the containers of this instance labelled with this challenge. Containers of
-/// another instance are ignored whatever they are passed in with.
-pub fn plan_challenge(instance: &str, wants: &[Want], observed: &[&Observed]) -> Vec<Op> {
+/// `observed` are the containers of this instance labelled with this challenge; `healthy` names
+/// the services whose current container passes its healthcheck. Containers of another instance
+/// are ignored whatever they are passed in with.
+pub fn plan_challenge(
+    instance: &str,
+    wants: &[Want],
+    observed: &[&Observed],
+    healthy: &BTreeSet<String>,
+) -> Vec<Op> {
     let mut removes = Vec::new();
     let mut fixes = Vec::new();
-    let wanted: BTreeMap<u32, &Want> = wants.iter().map(|w| (w.replica, w)).collect();
-    let mut by_replica: BTreeMap<u32, Vec<&Observed>> = BTreeMap::new();
+    let wanted: BTreeMap<&Slot, &Want> = wants.iter().map(|w| (&w.slot, w)).collect();
+    let mut by_slot: BTreeMap<Slot, Vec<&Observed>> = BTreeMap::new();
+    let waiting = !waiting_for(wants, healthy).is_empty();
 
     for o in observed
         .iter()
@@ -110,28 +189,36 @@ pub fn plan_challenge(instance: &str, wants: &[Want], observed: &[&Observed]) ->
         if o.state == ContainerState::Removing {
             continue; // already on its way out
         }
-        match o.replica() {
-            None => removes.push(Op::Remove {
-                target: Target::of(o),
-                why: Why::NoReplica,
+        let why = match Slot::of(o) {
+            None => Some(Why::NoReplica),
+            Some(_) if wants.is_empty() => Some(Why::NotDesired),
+            Some(Slot::Service(_)) if o.replica().is_some() => Some(Why::NoReplica),
+            Some(slot) if !wanted.contains_key(&slot) => Some(match slot {
+                Slot::Service(_) => Why::ServiceRemoved,
+                Slot::Replica(_) => Why::ScaledDown,
             }),
-            Some(_) if wants.is_empty() => removes.push(Op::Remove {
+            Some(slot) => {
+                by_slot.entry(slot).or_default().push(o);
+                None
+            }
+        };
+        if let Some(why) = why {
+            removes.push(Op::Remove {
                 target: Target::of(o),
-                why: Why::NotDesired,
-            }),
-            Some(r) if !wanted.contains_key(&r) => removes.push(Op::Remove {
-                target: Target::of(o),
-                why: Why::ScaledDown,
-            }),
-            Some(r) => by_replica.entry(r).or_default().push(o),
+                why,
+            });
         }
     }
 
-    for (replica, want) in &wanted {
-        let replica = *replica;
-        let mut candidates = by_replica.remove(&replica).unwrap_or_default();
+    for (slot, want) in &wanted {
+        let slot = (*slot).clone();
+        // Replicas wait for the gating services; running ones are left alone meanwhile.
+        let held = waiting && matches!(slot, Slot::Replica(_));
+        let mut candidates = by_slot.remove(&slot).unwrap_or_default();
         if candidates.is_empty() {
-            fixes.push(Op::Create { replica });
+            if !held {
+                fixes.push(Op::Create { slot });
+            }
             continue;
         }
         // Keep the best container; the rest are duplicates.
@@ -145,30 +232,32 @@ pub fn plan_challenge(instance: &str, wants: &[Want], observed: &[&Observed]) ->
         }
         let hash = keep.spec_hash().unwrap_or("");
         if hash != want.hash {
-            let why = Why::SpecChanged {
-                from: hash.to_string(),
-                to: want.hash.clone(),
-            };
-            fixes.push(Op::Replace {
-                replica,
-                old: Target::of(keep),
-                why,
-            });
+            if !held {
+                let why = Why::SpecChanged {
+                    from: hash.to_string(),
+                    to: want.hash.clone(),
+                };
+                fixes.push(Op::Replace {
+                    slot,
+                    old: Target::of(keep),
+                    why,
+                });
+            }
             continue;
         }
         match keep.state {
             ContainerState::Running | ContainerState::Restarting => {}
             ContainerState::Paused => fixes.push(Op::Unpause {
-                replica,
+                slot,
                 target: Target::of(keep),
             }),
             ContainerState::Exited | ContainerState::Created => fixes.push(Op::Start {
-                replica,
+                slot,
                 target: Target::of(keep),
             }),
             ContainerState::Dead | ContainerState::Unknown | ContainerState::Removing => fixes
                 .push(Op::Replace {
-                    replica,
+                    slot,
                     old: Target::of(keep),
                     why: Why::Dead,
                 }),
@@ -189,12 +278,15 @@ fn rank(o: &Observed, hash: &str) -> (bool, bool, i64) {
 }
 
 /// Plans every challenge at once (the resync pass): `wants` by challenge name, all observed
-/// containers of the instance. Returns only challenges with something to do.
+/// containers of the instance, the healthy services by challenge. Returns only challenges with
+/// something to do.
 pub fn plan_all(
     instance: &str,
     wants: &BTreeMap<String, Vec<Want>>,
     observed: &[Observed],
+    healthy: &BTreeMap<String, BTreeSet<String>>,
 ) -> BTreeMap<String, Vec<Op>> {
+    let none = BTreeSet::new();
     let mut by_challenge: BTreeMap<&str, Vec<&Observed>> = BTreeMap::new();
     let mut unlabelled = Vec::new();
     for o in observed.iter().filter(|o| o.instance() == Some(instance)) {
@@ -212,7 +304,7 @@ pub fn plan_all(
     for name in names {
         let w = wants.get(name).map(Vec::as_slice).unwrap_or(&[]);
         let obs = by_challenge.get(name).map(Vec::as_slice).unwrap_or(&[]);
-        let ops = plan_challenge(instance, w, obs);
+        let ops = plan_challenge(instance, w, obs, healthy.get(name).unwrap_or(&none));
         if !ops.is_empty() {
             out.insert(name.to_string(), ops);
         }
@@ -261,10 +353,7 @@ mod tests {
 
     fn wants(n: u32, hash: &str) -> Vec<Want> {
         (1..=n)
-            .map(|replica| Want {
-                replica,
-                hash: hash.into(),
-            })
+            .map(|replica| Want::replica(replica, hash))
             .collect()
     }
 
@@ -289,7 +378,14 @@ mod tests {
                 2,
                 "h",
                 vec![],
-                vec![Op::Create { replica: 1 }, Op::Create { replica: 2 }],
+                vec![
+                    Op::Create {
+                        slot: Slot::Replica(1),
+                    },
+                    Op::Create {
+                        slot: Slot::Replica(2),
+                    },
+                ],
             ),
             (
                 "converged is a no-op",
@@ -310,7 +406,14 @@ mod tests {
                 3,
                 "h",
                 vec![c("a", 1, "h", Running)],
-                vec![Op::Create { replica: 2 }, Op::Create { replica: 3 }],
+                vec![
+                    Op::Create {
+                        slot: Slot::Replica(2),
+                    },
+                    Op::Create {
+                        slot: Slot::Replica(3),
+                    },
+                ],
             ),
             (
                 "scale down removes the highest replicas",
@@ -348,7 +451,7 @@ mod tests {
                 "new",
                 vec![c("a", 1, "old", Running)],
                 vec![Op::Replace {
-                    replica: 1,
+                    slot: Slot::Replica(1),
                     old: t("a", 1),
                     why: Why::SpecChanged {
                         from: "old".into(),
@@ -362,7 +465,7 @@ mod tests {
                 "h",
                 vec![c("a", 1, "h", Exited)],
                 vec![Op::Start {
-                    replica: 1,
+                    slot: Slot::Replica(1),
                     target: t("a", 1),
                 }],
             ),
@@ -372,7 +475,7 @@ mod tests {
                 "h",
                 vec![c("a", 1, "h", Created)],
                 vec![Op::Start {
-                    replica: 1,
+                    slot: Slot::Replica(1),
                     target: t("a", 1),
                 }],
             ),
@@ -382,7 +485,7 @@ mod tests {
                 "h",
                 vec![c("a", 1, "h", Paused)],
                 vec![Op::Unpause {
-                    replica: 1,
+                    slot: Slot::Replica(1),
                     target: t("a", 1),
                 }],
             ),
@@ -392,7 +495,7 @@ mod tests {
                 "h",
                 vec![c("a", 1, "h", Dead)],
                 vec![Op::Replace {
-                    replica: 1,
+                    slot: Slot::Replica(1),
                     old: t("a", 1),
                     why: Why::Dead,
                 }],
@@ -412,13 +515,15 @@ mod tests {
                 1,
                 "h",
                 vec![c("a", 1, "h", Removing)],
-                vec![Op::Create { replica: 1 }],
+                vec![Op::Create {
+                    slot: Slot::Replica(1),
+                }],
             ),
         ];
         for (case, n, hash, observed, expected) in cases {
             let refs: Vec<&Observed> = observed.iter().collect();
             assert_eq!(
-                plan_challenge(I, &wants(n, hash), &refs),
+                plan_challenge(I, &wants(n, hash), &refs, &BTreeSet::new()),
                 expected,
                 "case: {case}"
             );
@@ -429,10 +534,15 @@ mod tests {
     fn removals_come_before_creations() {
         let observed = [c("a", 1, "old", Running), c("b", 5, "old", Running)];
         let refs: Vec<&Observed> = observed.iter().collect();
-        let ops = plan_challenge(I, &wants(2, "h"), &refs);
+        let ops = plan_challenge(I, &wants(2, "h"), &refs, &BTreeSet::new());
         assert!(matches!(ops[0], Op::Remove { .. }), "{ops:?}");
         assert!(
-            matches!(ops.last(), Some(Op::Create { replica: 2 })),
+            matches!(
+                ops.last(),
+                Some(Op::Create {
+                    slot: Slot::Replica(2)
+                })
+            ),
             "{ops:?}"
         );
     }
@@ -444,19 +554,21 @@ mod tests {
         let mut unlabelled = c("u", 1, "h", Running);
         unlabelled.labels.clear();
         let observed = vec![foreign, unlabelled];
-        let plan = plan_all(I, &BTreeMap::new(), &observed);
+        let plan = plan_all(I, &BTreeMap::new(), &observed, &BTreeMap::new());
         assert!(plan.is_empty(), "{plan:?}");
         let refs: Vec<&Observed> = observed.iter().collect();
         assert_eq!(
-            plan_challenge(I, &wants(1, "h"), &refs),
-            vec![Op::Create { replica: 1 }]
+            plan_challenge(I, &wants(1, "h"), &refs, &BTreeSet::new()),
+            vec![Op::Create {
+                slot: Slot::Replica(1)
+            }]
         );
     }
 
     #[test]
     fn orphans_of_this_instance_are_removed() {
         let observed = vec![c("a", 1, "h", Running)];
-        let plan = plan_all(I, &BTreeMap::new(), &observed);
+        let plan = plan_all(I, &BTreeMap::new(), &observed, &BTreeMap::new());
         assert_eq!(
             plan["web"],
             vec![Op::Remove {
@@ -473,8 +585,189 @@ mod tests {
             ("web".to_string(), wants(1, "h")),
             ("new".to_string(), wants(1, "h")),
         ]);
-        let plan = plan_all(I, &w, &observed);
+        let plan = plan_all(I, &w, &observed, &BTreeMap::new());
         assert_eq!(plan.keys().collect::<Vec<_>>(), vec!["new"]);
+    }
+    fn svc(id: &str, service: &str, hash: &str, state: ContainerState) -> Observed {
+        let mut o = c(id, 1, hash, state);
+        o.labels.remove(LABEL_REPLICA);
+        o.labels
+            .insert(crate::runtime::LABEL_SERVICE.into(), service.into());
+        o.name = format!("{I}_web_{service}");
+        o
+    }
+
+    fn service_want(name: &str, hash: &str, gates: bool) -> Want {
+        Want {
+            slot: Slot::Service(name.into()),
+            hash: hash.into(),
+            gates,
+        }
+    }
+
+    fn healthy(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn create(slot: Slot) -> Op {
+        Op::Create { slot }
+    }
+
+    /// (case, wants, observed, healthy services, expected ops)
+    type ServiceCase = (
+        &'static str,
+        Vec<Want>,
+        Vec<Observed>,
+        &'static [&'static str],
+        Vec<Op>,
+    );
+
+    #[test]
+    fn services_table() {
+        let db = || Slot::Service("db".into());
+        let cache = || Slot::Service("cache".into());
+        let cases: Vec<ServiceCase> = vec![
+            (
+                "cold start: services first, replicas wait for the gating one",
+                vec![
+                    Want::replica(1, "m"),
+                    service_want("db", "d", true),
+                    service_want("cache", "c", false),
+                ],
+                vec![],
+                &[],
+                vec![create(cache()), create(db())],
+            ),
+            (
+                "without a healthcheck nothing gates: all at once, services first",
+                vec![Want::replica(1, "m"), service_want("cache", "c", false)],
+                vec![],
+                &[],
+                vec![create(cache()), create(Slot::Replica(1))],
+            ),
+            (
+                "the gating service passes: the replicas come",
+                vec![
+                    Want::replica(1, "m"),
+                    Want::replica(2, "m"),
+                    service_want("db", "d", true),
+                ],
+                vec![svc("s", "db", "d", Running)],
+                &["db"],
+                vec![create(Slot::Replica(1)), create(Slot::Replica(2))],
+            ),
+            (
+                "still starting: nothing to do yet",
+                vec![Want::replica(1, "m"), service_want("db", "d", true)],
+                vec![svc("s", "db", "d", Running)],
+                &[],
+                vec![],
+            ),
+            (
+                "a changed service replaces that service only",
+                vec![
+                    Want::replica(1, "m"),
+                    service_want("db", "new", true),
+                    service_want("cache", "c", false),
+                ],
+                vec![
+                    c("a", 1, "m", Running),
+                    svc("s", "db", "old", Running),
+                    svc("k", "cache", "c", Running),
+                ],
+                &[],
+                vec![Op::Replace {
+                    slot: db(),
+                    old: Target {
+                        id: "s".into(),
+                        name: format!("{I}_web_db"),
+                    },
+                    why: Why::SpecChanged {
+                        from: "old".into(),
+                        to: "new".into(),
+                    },
+                }],
+            ),
+            (
+                "a removed service container is healed; running replicas are left alone",
+                vec![Want::replica(1, "m"), service_want("db", "d", true)],
+                vec![c("a", 1, "m", Running)],
+                &[],
+                vec![create(db())],
+            ),
+            (
+                "a replica whose spec changed waits for the services too, and keeps serving",
+                vec![Want::replica(1, "new"), service_want("db", "d", true)],
+                vec![c("a", 1, "old", Running), svc("s", "db", "d", Running)],
+                &[],
+                vec![],
+            ),
+            (
+                "a stopped replica is started even while a service is unhealthy",
+                vec![Want::replica(1, "m"), service_want("db", "d", true)],
+                vec![c("a", 1, "m", Exited), svc("s", "db", "d", Running)],
+                &[],
+                vec![Op::Start {
+                    slot: Slot::Replica(1),
+                    target: t("a", 1),
+                }],
+            ),
+            (
+                "a service dropped from the spec is removed",
+                vec![Want::replica(1, "m")],
+                vec![c("a", 1, "m", Running), svc("s", "db", "d", Running)],
+                &[],
+                vec![Op::Remove {
+                    target: Target {
+                        id: "s".into(),
+                        name: format!("{I}_web_db"),
+                    },
+                    why: Why::ServiceRemoved,
+                }],
+            ),
+            (
+                "not desired: services go with the replicas",
+                vec![],
+                vec![c("a", 1, "m", Running), svc("s", "db", "d", Running)],
+                &[],
+                vec![
+                    Op::Remove {
+                        target: t("a", 1),
+                        why: Why::NotDesired,
+                    },
+                    Op::Remove {
+                        target: Target {
+                            id: "s".into(),
+                            name: format!("{I}_web_db"),
+                        },
+                        why: Why::NotDesired,
+                    },
+                ],
+            ),
+        ];
+        for (case, wants, observed, ok, expected) in cases {
+            let refs: Vec<&Observed> = observed.iter().collect();
+            assert_eq!(
+                plan_challenge(I, &wants, &refs, &healthy(ok)),
+                expected,
+                "case: {case}"
+            );
+        }
+    }
+
+    #[test]
+    fn waiting_names_the_gating_services_not_passing() {
+        let wants = vec![
+            Want::replica(1, "m"),
+            service_want("db", "d", true),
+            service_want("bot", "b", true),
+            service_want("cache", "c", false),
+        ];
+        assert_eq!(
+            waiting_for(&wants, &healthy(&["bot"])),
+            vec!["db".to_string()]
+        );
+        assert!(waiting_for(&wants, &healthy(&["bot", "db"])).is_empty());
     }
 }
 

@@ -65,29 +65,26 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// Makes the probe tasks of `challenge` match its running containers: starts missing ones,
+    /// Makes the probe tasks of `challenge` match its running containers, each with its own
+    /// healthcheck (replicas share the challenge's, services have theirs): starts missing ones,
     /// stops those whose container is gone or whose healthcheck changed.
     pub fn sync<H: ProbeHost>(
         &self,
         host: &Arc<H>,
         challenge: &str,
-        hc: Option<&Healthcheck>,
-        containers: &[Observed],
+        containers: &[(Observed, Healthcheck)],
     ) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        let wanted: HashMap<&str, &Observed> = match hc {
-            Some(_) => containers
-                .iter()
-                .filter(|o| {
-                    matches!(
-                        o.state,
-                        ContainerState::Running | ContainerState::Restarting
-                    )
-                })
-                .map(|o| (o.id.as_str(), o))
-                .collect(),
-            None => HashMap::new(),
-        };
+        let wanted: HashMap<&str, (&Observed, &Healthcheck)> = containers
+            .iter()
+            .filter(|(o, _)| {
+                matches!(
+                    o.state,
+                    ContainerState::Running | ContainerState::Restarting
+                )
+            })
+            .map(|(o, hc)| (o.id.as_str(), (o, hc)))
+            .collect();
         let prefix = format!("{challenge}/");
         let mine: Vec<String> = tasks
             .keys()
@@ -96,7 +93,10 @@ impl Prober {
             .collect();
         for key in mine {
             let id = &key[prefix.len()..];
-            let keep = wanted.contains_key(id) && tasks.get(&key).map(|(_, h)| Some(h)) == Some(hc);
+            let keep = match (wanted.get(id), tasks.get(&key)) {
+                (Some((_, hc)), Some((_, running))) => *hc == running,
+                _ => false,
+            };
             if !keep {
                 if let Some((task, _)) = tasks.remove(&key) {
                     task.abort();
@@ -106,8 +106,7 @@ impl Prober {
                 });
             }
         }
-        let Some(hc) = hc else { return };
-        for (id, o) in wanted {
+        for (id, (o, hc)) in wanted {
             let key = format!("{prefix}{id}");
             if tasks.contains_key(&key) {
                 continue;

@@ -13,11 +13,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::build::{BuildError, Builder};
-use crate::containers::{hash_of, replica_spec, Defaults, Image};
+use crate::containers::{hash_of, replica_spec, service_spec, Defaults, Image};
 use crate::desired::{DesiredStore, Entry};
-use crate::model::{BuildSpec, Challenge, ImageSource, RunSpec};
+use crate::egress::{Egress, EgressError};
+use crate::model::{BuildSpec, Challenge, Healthcheck, ImageSource, RunSpec};
+use crate::netpool::NetPool;
 use crate::notify::{Kind, Notifier};
-use crate::plan::{plan_all, plan_challenge, Op, Target, Want, Why};
+use crate::plan::{plan_all, plan_challenge, waiting_for, Op, Slot, Target, Want, Why};
 use crate::ports::{write_table, PortAllocator, PortError, PortKey};
 use crate::probe::{ProbeHost, Prober};
 use crate::queue::WorkQueue;
@@ -50,6 +52,10 @@ pub enum ReconcileError {
     Ports(#[from] PortError),
     #[error("{name}: host port {port} is already in use on this host (by another container or process); free it or choose another hostPort")]
     HostPortInUse { name: String, port: String },
+    #[error("network {name}: {message}")]
+    Network { name: String, message: String },
+    #[error(transparent)]
+    Egress(#[from] EgressError),
     #[error("{action} {name}: {source}")]
     Runtime {
         action: &'static str,
@@ -68,6 +74,8 @@ impl ReconcileError {
             ReconcileError::Build(e) => e.reason(),
             ReconcileError::Ports(_) => "PortAllocation",
             ReconcileError::HostPortInUse { .. } => "HostPortInUse",
+            ReconcileError::Network { .. } => "NetworkError",
+            ReconcileError::Egress(_) => "EgressError",
             ReconcileError::Runtime { source, .. } if source.is_unavailable() => {
                 "EngineUnavailable"
             }
@@ -111,6 +119,10 @@ pub struct Settings {
     pub stop_grace: Duration,
     /// Builds from source that may run at once.
     pub build_workers: usize,
+    /// Where challenge networks get their subnets.
+    pub pool: NetPool,
+    /// `spec.network.egress` of manifests that leave it out.
+    pub default_egress: bool,
 }
 
 /// Readiness facts shared with `/readyz`.
@@ -158,14 +170,24 @@ pub struct Reconciler<R: Runtime> {
     expected: Mutex<HashMap<String, (Expected, Instant)>>,
     queue: Mutex<Option<WorkQueue<String>>>,
     notifier: Mutex<Option<Notifier>>,
+    /// Challenge networks known to exist, by challenge name.
+    nets: Mutex<HashMap<String, network::NetState>>,
+    /// Serialises beast's own network creations (subnet choice, then create).
+    net_lock: tokio::sync::Mutex<()>,
+    /// The egress mechanism; `None` where it was not set up (enforcement unavailable).
+    egress: Mutex<Option<Arc<Egress>>>,
+    /// Challenges whose egress rules are in place, with the subnet they cover.
+    blocked: Mutex<HashMap<String, String>>,
     me: Weak<Reconciler<R>>,
 }
+
+mod network;
 
 /// What the wanted containers of a challenge are, or why they cannot be worked out.
 enum Wanted {
     /// Nothing should run (not desired, replicas 0, static challenge).
     Nothing,
-    Specs(BTreeMap<u32, ContainerSpec>),
+    Specs(BTreeMap<Slot, ContainerSpec>),
 }
 
 impl<R: Runtime> Reconciler<R> {
@@ -192,6 +214,10 @@ impl<R: Runtime> Reconciler<R> {
             expected: Mutex::new(HashMap::new()),
             queue: Mutex::new(None),
             notifier: Mutex::new(None),
+            nets: Mutex::new(HashMap::new()),
+            net_lock: tokio::sync::Mutex::new(()),
+            egress: Mutex::new(None),
+            blocked: Mutex::new(HashMap::new()),
             me: me.clone(),
         })
     }
@@ -199,6 +225,12 @@ impl<R: Runtime> Reconciler<R> {
     /// Lets probes and events ask for a reconcile.
     pub fn attach_queue(&self, queue: WorkQueue<String>) {
         *self.queue.lock().unwrap_or_else(|p| p.into_inner()) = Some(queue);
+    }
+
+    /// Gives the reconciler the egress mechanism (without it, `egress: false` is reported as
+    /// not enforced).
+    pub fn attach_egress(&self, egress: Arc<Egress>) {
+        *self.egress.lock().unwrap_or_else(|p| p.into_inner()) = Some(egress);
     }
 
     /// Lets the reconciler announce phase changes and heals.
@@ -367,14 +399,21 @@ impl<R: Runtime> Reconciler<R> {
             Wanted::Nothing => BTreeMap::new(),
             Wanted::Specs(specs) => specs.clone(),
         };
-        let wants: Vec<Want> = wants_of(&specs);
+        let challenge = entry.as_ref().and_then(|e| e.spec.clone());
+        let wants: Vec<Want> = wants_of(&specs, challenge.as_deref());
         let refs: Vec<&Observed> = observed.iter().collect();
-        let mut ops = plan_challenge(self.instance(), &wants, &refs);
+        let healthy = self.healthy_services(name, &observed, &specs);
+        let mut ops = plan_challenge(self.instance(), &wants, &refs, &healthy);
         if self.take_redeploy(name) {
             ops = redeploy_ops(self.instance(), &wants, &refs);
         }
         // New allocations are durable before any container publishes them.
         self.persist_ports()?;
+        // The network, and its egress rules, exist before any container joins it.
+        if let (Some(challenge), false) = (&challenge, specs.is_empty()) {
+            let net = self.ensure_network(name).await?;
+            self.apply_egress(challenge, &net).await?;
+        }
 
         // A corrective op on a challenge whose current generation had converged is a heal.
         let healing = entry.as_ref().is_some_and(|e| {
@@ -421,9 +460,15 @@ impl<R: Runtime> Reconciler<R> {
                 Ok(created) => apply_effect(&mut after, &op, created, &specs),
                 Err(err) => {
                     tracing::warn!(challenge = %name, error = %err, "operation failed");
+                    // The network may have gone from under the cache: look again next time.
+                    self.forget_network(name);
                     first_error.get_or_insert(err);
                 }
             }
+        }
+        if specs.is_empty() && first_error.is_none() {
+            // Runs nothing: the network goes once no container of the challenge is left on it.
+            self.drop_network(name, &after).await;
         }
 
         match &entry {
@@ -437,11 +482,10 @@ impl<R: Runtime> Reconciler<R> {
             Some(entry) => {
                 // What the ops did is known; read back only when something failed, or when
                 // probes need the new containers' addresses.
-                let probed = entry
-                    .spec
-                    .as_ref()
-                    .and_then(|c| c.run.as_ref())
-                    .is_some_and(|r| r.healthcheck.is_some());
+                let probed = entry.spec.as_ref().is_some_and(|c| {
+                    c.run.as_ref().is_some_and(|r| r.healthcheck.is_some())
+                        || c.services.iter().any(|s| s.run.healthcheck.is_some())
+                });
                 let acted = after != observed;
                 let observed = if first_error.is_some() || (probed && acted) {
                     self.runtime
@@ -485,32 +529,15 @@ impl<R: Runtime> Reconciler<R> {
         if challenge.replicas == 0 {
             return Ok(Wanted::Nothing);
         }
-        let (image, image_id) = match &run.source {
-            ImageSource::Image(image) => {
-                let id = match images {
-                    Some(pass) => pass.images.resolve(image).map(str::to_string),
-                    None => self
-                        .runtime
-                        .image_id(image)
-                        .await
-                        .map_err(rt("inspect image for", &challenge.name))?,
-                };
-                let id = id.ok_or_else(|| ReconcileError::ImageNotFound(image.clone()))?;
-                (image.clone(), id)
-            }
-            ImageSource::Build(spec) => {
-                if images.is_some() {
-                    return Err(ReconcileError::BuildDeferred(challenge.name.clone()));
-                }
-                self.build(&challenge.name, spec).await?
-            }
-        };
+        let (image, image_id) = self
+            .image_of(&challenge.name, &challenge.name, &run.source, images)
+            .await?;
         let reserved = match images {
             Some(pass) => std::borrow::Cow::Borrowed(&pass.reserved),
             None => std::borrow::Cow::Owned(self.store.fixed_host_ports()),
         };
         let host_ports = self.host_ports(challenge, run, observed, &reserved)?;
-        let specs = (1..=challenge.replicas)
+        let mut specs: BTreeMap<Slot, ContainerSpec> = (1..=challenge.replicas)
             .map(|replica| {
                 let ports = host_ports.get(&replica).map(Vec::as_slice).unwrap_or(&[]);
                 let image = Image {
@@ -526,10 +553,59 @@ impl<R: Runtime> Reconciler<R> {
                     ports,
                     &self.settings.defaults,
                 );
-                (replica, spec)
+                (Slot::Replica(replica), spec)
             })
             .collect();
+        for service in &challenge.services {
+            let key = format!("{}.{}", challenge.name, service.name);
+            let (reference, id) = self
+                .image_of(&challenge.name, &key, &service.run.source, images)
+                .await?;
+            let image = Image {
+                reference: &reference,
+                id: &id,
+            };
+            let spec = service_spec(
+                self.instance(),
+                challenge,
+                service,
+                image,
+                &self.settings.defaults,
+            );
+            specs.insert(Slot::Service(service.name.clone()), spec);
+        }
         Ok(Wanted::Specs(specs))
+    }
+
+    /// The image reference and id of one container's source. `key` names the build (the
+    /// challenge, or `challenge.service`); status goes to challenge `name`.
+    async fn image_of(
+        &self,
+        name: &str,
+        key: &str,
+        source: &ImageSource,
+        images: Option<&PassContext>,
+    ) -> Result<(String, String), ReconcileError> {
+        match source {
+            ImageSource::Image(image) => {
+                let id = match images {
+                    Some(pass) => pass.images.resolve(image).map(str::to_string),
+                    None => self
+                        .runtime
+                        .image_id(image)
+                        .await
+                        .map_err(rt("inspect image for", name))?,
+                };
+                let id = id.ok_or_else(|| ReconcileError::ImageNotFound(image.clone()))?;
+                Ok((image.clone(), id))
+            }
+            ImageSource::Build(spec) => {
+                if images.is_some() {
+                    return Err(ReconcileError::BuildDeferred(name.to_string()));
+                }
+                self.build(name, key, spec).await
+            }
+        }
     }
 
     /// The image of a challenge built from source: the existing build of the same content, or a
@@ -537,6 +613,7 @@ impl<R: Runtime> Reconciler<R> {
     async fn build(
         &self,
         name: &str,
+        key: &str,
         spec: &BuildSpec,
     ) -> Result<(String, String), ReconcileError> {
         let status = self.status.clone();
@@ -548,7 +625,7 @@ impl<R: Runtime> Reconciler<R> {
         };
         match self
             .builder
-            .ensure_with(self.instance(), name, spec, announce)
+            .ensure_with(self.instance(), key, spec, announce)
             .await
         {
             Ok(built) => {
@@ -631,10 +708,10 @@ impl<R: Runtime> Reconciler<R> {
     async fn execute(
         &self,
         op: &Op,
-        specs: &BTreeMap<u32, ContainerSpec>,
+        specs: &BTreeMap<Slot, ContainerSpec>,
         observed: &[Observed],
     ) -> Result<Option<String>, ReconcileError> {
-        let spec_of = |replica: u32| specs.get(&replica);
+        let spec_of = |slot: &Slot| specs.get(slot);
         let grace = self.settings.stop_grace;
         match op {
             Op::Remove { target, .. } => {
@@ -655,14 +732,14 @@ impl<R: Runtime> Reconciler<R> {
                     .map_err(rt("unpause", &target.name))?;
                 Ok(None)
             }
-            Op::Create { replica } => {
-                let Some(spec) = spec_of(*replica) else {
+            Op::Create { slot } => {
+                let Some(spec) = spec_of(slot) else {
                     return Ok(None);
                 };
                 self.create_and_start(spec).await.map(Some)
             }
-            Op::Replace { replica, old, .. } => {
-                let Some(spec) = spec_of(*replica) else {
+            Op::Replace { slot, old, .. } => {
+                let Some(spec) = spec_of(slot) else {
                     return Ok(None);
                 };
                 self.expect_exit(&old.id);
@@ -768,55 +845,90 @@ impl<R: Runtime> Reconciler<R> {
     fn record(
         &self,
         entry: &Entry,
-        specs: &BTreeMap<u32, ContainerSpec>,
+        specs: &BTreeMap<Slot, ContainerSpec>,
         observed: &[Observed],
         clean: bool,
     ) {
-        let mut containers: Vec<ContainerStatus> = observed
+        let serving: Vec<&Observed> = observed
             .iter()
-            .filter(|o| o.replica().is_some_and(|r| specs.contains_key(&r)))
-            .map(container_status)
+            .filter(|o| Slot::of(o).is_some_and(|slot| specs.contains_key(&slot)))
             .collect();
-        containers.sort_by(|a, b| a.replica.cmp(&b.replica).then(a.name.cmp(&b.name)));
-        let wanted = specs.len();
-        let current = specs
-            .iter()
-            .filter(|(r, spec)| {
+        let mut containers: Vec<ContainerStatus> =
+            serving.iter().map(|o| container_status(o)).collect();
+        containers.sort_by(|a, b| {
+            (a.service.is_none(), a.replica, &a.name).cmp(&(
+                b.service.is_none(),
+                b.replica,
+                &b.name,
+            ))
+        });
+        let replicas = || specs.iter().filter(|(slot, _)| slot.replica().is_some());
+        let wanted = replicas().count();
+        let current = replicas()
+            .filter(|(slot, spec)| {
                 observed.iter().any(|o| {
-                    o.replica() == Some(**r)
+                    Slot::of(o).as_ref() == Some(*slot)
                         && o.spec_hash() == Some(hash_of(spec))
                         && o.state == ContainerState::Running
                 })
             })
             .count();
-        let is_static = entry.spec.as_ref().is_some_and(|c| c.run.is_none());
-        let healthcheck = entry
-            .spec
-            .as_ref()
-            .and_then(|c| c.run.as_ref())
-            .and_then(|r| r.healthcheck.clone());
+        let challenge = entry.spec.as_deref();
+        let is_static = challenge.is_some_and(|c| c.run.is_none());
+        let probed: Vec<(Observed, Healthcheck)> = serving
+            .iter()
+            .filter_map(|o| {
+                let hc = healthcheck_of(challenge?, &Slot::of(o)?)?;
+                Some(((*o).clone(), hc.clone()))
+            })
+            .collect();
+        let has_checks = challenge.is_some_and(|c| {
+            c.run.as_ref().is_some_and(|r| r.healthcheck.is_some())
+                || c.services.iter().any(|s| s.run.healthcheck.is_some())
+        });
         if let Some(me) = self.me.upgrade() {
-            let serving: Vec<Observed> = observed
-                .iter()
-                .filter(|o| o.replica().is_some_and(|r| specs.contains_key(&r)))
-                .cloned()
-                .collect();
-            self.prober
-                .sync(&me, &entry.name, healthcheck.as_ref(), &serving);
+            self.prober.sync(&me, &entry.name, &probed);
         }
+        let wants = wants_of(specs, challenge);
+        let waiting = waiting_for(&wants, &self.healthy_services(&entry.name, observed, specs));
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let before = self.status.phase(&entry.name);
         self.record_status(
             entry,
             containers,
-            healthcheck.is_some(),
-            current,
-            wanted,
+            has_checks,
+            Counts {
+                current,
+                wanted,
+                waiting,
+            },
             is_static,
             clean,
             now,
         );
         self.announce_phase(&entry.name, before, entry.generation);
+    }
+
+    /// The services of `name` whose current container runs and passes its probe.
+    fn healthy_services(
+        &self,
+        name: &str,
+        observed: &[Observed],
+        specs: &BTreeMap<Slot, ContainerSpec>,
+    ) -> BTreeSet<String> {
+        let passing = self.status.healthy_ids(name);
+        observed
+            .iter()
+            .filter(|o| o.state == ContainerState::Running && passing.contains(&o.id))
+            .filter_map(|o| {
+                let slot = Slot::of(o)?;
+                let spec = specs.get(&slot)?;
+                match slot {
+                    Slot::Service(service) if o.spec_hash() == Some(hash_of(spec)) => Some(service),
+                    _ => None,
+                }
+            })
+            .collect()
     }
 
     /// The status part of [`Reconciler::record`].
@@ -826,12 +938,16 @@ impl<R: Runtime> Reconciler<R> {
         entry: &Entry,
         mut containers: Vec<ContainerStatus>,
         probed: bool,
-        current: usize,
-        wanted: usize,
+        counts: Counts,
         is_static: bool,
         clean: bool,
         now: i64,
     ) {
+        let Counts {
+            current,
+            wanted,
+            waiting,
+        } = counts;
         self.status.update(&entry.name, |s| {
             for c in containers.iter_mut() {
                 if let Some(h) = s.health.get(&c.id) {
@@ -888,6 +1004,13 @@ impl<R: Runtime> Reconciler<R> {
                 if clean {
                     s.observed_generation = entry.generation;
                 }
+            } else if !waiting.is_empty() {
+                s.phase = if current > 0 { Phase::Degraded } else { Phase::Deploying };
+                let msg = format!(
+                    "{current}/{wanted} replicas running; waiting for service(s) {} to pass their healthcheck",
+                    waiting.join(", ")
+                );
+                s.set_condition("Ready", Some(false), "WaitingForServices", &msg);
             } else {
                 s.phase = if current > 0 { Phase::Degraded } else { Phase::Deploying };
                 s.set_condition("Ready", Some(false), "ReplicasNotRunning", &format!("{current}/{wanted} replicas running"));
@@ -915,6 +1038,7 @@ impl<R: Runtime> Reconciler<R> {
             }
         }
         let mut wants = BTreeMap::new();
+        let mut healthy = BTreeMap::new();
         let mut needs_work = BTreeSet::new();
         let mut specs_of = BTreeMap::new();
         let entries = self.store.snapshot();
@@ -928,8 +1052,12 @@ impl<R: Runtime> Reconciler<R> {
                     wants.insert(entry.name.clone(), Vec::new());
                 }
                 Ok(Wanted::Specs(specs)) => {
-                    let w = wants_of(&specs);
+                    let w = wants_of(&specs, entry.spec.as_deref());
                     wants.insert(entry.name.clone(), w);
+                    healthy.insert(
+                        entry.name.clone(),
+                        self.healthy_services(&entry.name, mine, &specs),
+                    );
                     specs_of.insert(entry.name.clone(), specs);
                 }
                 Err(_) => {
@@ -941,7 +1069,8 @@ impl<R: Runtime> Reconciler<R> {
                 needs_work.insert(entry.name.clone());
             }
         }
-        let plan = plan_all(self.instance(), &wants, &observed);
+        let plan = plan_all(self.instance(), &wants, &observed, &healthy);
+        self.sync_networks(&specs_of, &entries, &observed).await;
         if let Err(err) = self.persist_ports() {
             tracing::warn!(error = %err, "could not save the port table");
         }
@@ -977,6 +1106,7 @@ impl<R: Runtime> Reconciler<R> {
         };
         let mut out = BTreeMap::new();
         let mut wants = BTreeMap::new();
+        let mut healthy = BTreeMap::new();
         for entry in self.store.snapshot() {
             let mine: Vec<Observed> = observed
                 .iter()
@@ -988,7 +1118,11 @@ impl<R: Runtime> Reconciler<R> {
                     wants.insert(entry.name.clone(), Vec::new());
                 }
                 Ok(Wanted::Specs(specs)) => {
-                    let w = wants_of(&specs);
+                    let w = wants_of(&specs, entry.spec.as_deref());
+                    healthy.insert(
+                        entry.name.clone(),
+                        self.healthy_services(&entry.name, &mine, &specs),
+                    );
                     wants.insert(entry.name.clone(), w);
                 }
                 Err(err) => {
@@ -996,18 +1130,18 @@ impl<R: Runtime> Reconciler<R> {
                 }
             }
         }
-        for (name, ops) in plan_all(self.instance(), &wants, &observed) {
+        for (name, ops) in plan_all(self.instance(), &wants, &observed, &healthy) {
             out.entry(name).or_insert(Ok(ops));
         }
         Ok(out)
     }
 
-    /// The wanted spec of one replica, for explaining a replace in `beast plan`.
-    pub async fn wanted_spec(&self, name: &str, replica: u32) -> Option<ContainerSpec> {
+    /// The wanted spec of one container, for explaining a replace in `beast plan`.
+    pub async fn wanted_spec(&self, name: &str, slot: &Slot) -> Option<ContainerSpec> {
         let entry = self.store.get(name)?;
         let observed = self.runtime.list(self.instance(), Some(name)).await.ok()?;
         match self.wanted(&entry, &observed, None).await.ok()? {
-            Wanted::Specs(mut specs) => specs.remove(&replica),
+            Wanted::Specs(mut specs) => specs.remove(slot),
             Wanted::Nothing => None,
         }
     }
@@ -1027,6 +1161,7 @@ fn container_status(o: &Observed) -> ContainerStatus {
         name: o.name.clone(),
         id: o.id.clone(),
         replica: o.replica().unwrap_or(0),
+        service: o.service().map(str::to_string),
         state: o.state.as_str().to_string(),
         health: health.to_string(),
         ports: o.ports.clone(),
@@ -1099,36 +1234,61 @@ impl<R: Runtime> ProbeHost for Reconciler<R> {
     }
 }
 
-/// What the planner needs of the wanted specs: each replica with its hash.
-fn wants_of(specs: &BTreeMap<u32, ContainerSpec>) -> Vec<Want> {
+/// What the planner needs of the wanted specs: each container with its hash, and which
+/// services gate the replicas (those with a healthcheck).
+fn wants_of(specs: &BTreeMap<Slot, ContainerSpec>, challenge: Option<&Challenge>) -> Vec<Want> {
     specs
         .iter()
-        .map(|(r, s)| Want {
-            replica: *r,
+        .map(|(slot, s)| Want {
+            slot: slot.clone(),
             hash: hash_of(s).to_string(),
+            gates: matches!(slot, Slot::Service(_))
+                && challenge.is_some_and(|c| healthcheck_of(c, slot).is_some()),
         })
         .collect()
 }
 
-/// The ops of a redeploy: every wanted replica is recreated (planned against a hash no container
-/// carries), whatever else the plan says.
+/// The healthcheck of one container of `challenge`.
+fn healthcheck_of<'a>(challenge: &'a Challenge, slot: &Slot) -> Option<&'a Healthcheck> {
+    match slot {
+        Slot::Replica(_) => challenge.run.as_ref()?.healthcheck.as_ref(),
+        Slot::Service(name) => challenge
+            .services
+            .iter()
+            .find(|s| &s.name == name)?
+            .run
+            .healthcheck
+            .as_ref(),
+    }
+}
+
+/// Replica counts for the status, and the services the replicas wait for.
+struct Counts {
+    current: usize,
+    wanted: usize,
+    waiting: Vec<String>,
+}
+
+/// The ops of a redeploy: every wanted container is recreated (planned against a hash no
+/// container carries), services and replicas together, whatever else the plan says.
 fn redeploy_ops(instance: &str, wants: &[Want], observed: &[&Observed]) -> Vec<Op> {
     let forced: Vec<Want> = wants
         .iter()
         .map(|w| Want {
-            replica: w.replica,
             hash: String::new(),
+            gates: false,
+            ..w.clone()
         })
         .collect();
-    plan_challenge(instance, &forced, observed)
+    plan_challenge(instance, &forced, observed, &BTreeSet::new())
         .into_iter()
         .map(|op| match op {
             Op::Replace {
-                replica,
+                slot,
                 old,
                 why: Why::SpecChanged { .. },
             } => Op::Replace {
-                replica,
+                slot,
                 old,
                 why: Why::Redeploy,
             },
@@ -1142,7 +1302,7 @@ fn apply_effect(
     after: &mut Vec<Observed>,
     op: &Op,
     created: Option<String>,
-    specs: &BTreeMap<u32, ContainerSpec>,
+    specs: &BTreeMap<Slot, ContainerSpec>,
 ) {
     match op {
         Op::Remove { target, .. } | Op::Replace { old: target, .. } => {
@@ -1155,7 +1315,7 @@ fn apply_effect(
         }
         Op::Create { .. } => {}
     }
-    if let (Some(id), Some(spec)) = (created, op.replica().and_then(|r| specs.get(&r))) {
+    if let (Some(id), Some(spec)) = (created, op.slot().and_then(|slot| specs.get(slot))) {
         after.push(Observed {
             id,
             name: spec.name.clone(),
@@ -1179,11 +1339,11 @@ struct PassContext {
 pub fn describe(op: &Op) -> String {
     match op {
         Op::Remove { target, why } => format!("remove {} ({why})", target.name),
-        Op::Replace { replica, old, why } => {
-            format!("replace replica {replica}: {} ({why})", old.name)
+        Op::Replace { slot, old, why } => {
+            format!("replace {slot}: {} ({why})", old.name)
         }
         Op::Unpause { target, .. } => format!("unpause {} (paused)", target.name),
         Op::Start { target, .. } => format!("start {} (not running)", target.name),
-        Op::Create { replica } => format!("create replica {replica} (missing)"),
+        Op::Create { slot } => format!("create {slot} (missing)"),
     }
 }

@@ -44,7 +44,11 @@ pub struct Condition {
 pub struct ContainerStatus {
     pub name: String,
     pub id: String,
+    /// 1-based; 0 for a service container.
     pub replica: u32,
+    /// The service this container runs (`spec.services[].name`); absent for main containers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     pub state: String,
     pub health: String,
     pub ports: Vec<PortBinding>,
@@ -98,6 +102,22 @@ pub struct RuntimeStatus {
     pub exits_generation: u64,
     /// Probe verdict per container id: `healthy`, `unhealthy` or `starting`.
     pub health: BTreeMap<String, String>,
+    /// The challenge's own network, once it exists.
+    pub network: Option<NetworkStatus>,
+}
+
+/// The challenge's bridge network and its egress policy (SPEC §7).
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkStatus {
+    /// `{instance}_{challenge}`.
+    pub name: String,
+    /// IPv4 CIDR.
+    pub subnet: String,
+    /// Whether the challenge's containers may open new outbound connections.
+    pub egress: bool,
+    /// Whether beast enforces `egress: false` (the `EgressPolicy` condition says why not).
+    pub enforced: bool,
 }
 
 impl RuntimeStatus {
@@ -248,6 +268,20 @@ impl StatusBoard {
             .map(|c| c.status == "True")
     }
 
+    /// The ids of `name`'s containers whose probe passes, without copying its status.
+    pub fn healthy_ids(&self, name: &str) -> std::collections::BTreeSet<String> {
+        self.read()
+            .get(name)
+            .map(|s| {
+                s.health
+                    .iter()
+                    .filter(|(_, v)| *v == "healthy")
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Edits the status of `name` (created on first use).
     pub fn update<T>(&self, name: &str, f: impl FnOnce(&mut RuntimeStatus) -> T) -> T {
         let mut all = self.inner.write().unwrap_or_else(|p| p.into_inner());
@@ -295,6 +329,8 @@ pub struct StatusBody {
     pub containers: Vec<ContainerStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_termination: Option<LastTermination>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkStatus>,
     pub events: Vec<Event>,
 }
 
@@ -338,6 +374,7 @@ pub fn view(entry: &Entry, runtime: Option<RuntimeStatus>) -> ChallengeStatus {
             conditions,
             containers: rs.containers,
             last_termination: rs.last_termination,
+            network: rs.network,
             events: rs.events.into_iter().collect(),
         },
     }

@@ -127,6 +127,7 @@ async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let (challenge, manifest) = parse_body(&state.api_dir, &body)?;
+    check_policy(&state, &challenge)?;
     let name = challenge.name.clone();
     refuse_dir_owned(&state, &name)?;
     let store = state.api_store.clone();
@@ -155,6 +156,7 @@ async fn put(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let (challenge, manifest) = parse_body(&state.api_dir, &body)?;
+    check_policy(&state, &challenge)?;
     if challenge.name != name {
         return Err(ApiError::BadRequest(format!(
             "metadata.name {:?} does not match the URL's {name:?}",
@@ -258,6 +260,20 @@ fn served_from(mut manifest: raw::Manifest, version: u64) -> raw::Manifest {
     manifest
 }
 
+/// Refuses (422) a manifest that asks for more than the operator allows.
+fn check_policy(state: &AppState, challenge: &Challenge) -> Result<(), ApiError> {
+    let violations = state.store.policy_violations(challenge);
+    if violations.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        violations
+            .into_iter()
+            .map(|v| format!("request body: {v}"))
+            .collect(),
+    ))
+}
+
 /// Parses a YAML or JSON body holding exactly one manifest.
 fn parse_body(api_dir: &FsPath, body: &[u8]) -> Result<(Challenge, raw::Manifest), ApiError> {
     let text = std::str::from_utf8(body)
@@ -281,6 +297,15 @@ fn parse_body(api_dir: &FsPath, body: &[u8]) -> Result<(Challenge, raw::Manifest
                 return Err(ApiError::invalid(vec![
                     "request body: spec.build: building from source needs a watched manifest directory; use spec.image".to_string(),
                 ]));
+            }
+            if let Some(i) = challenge
+                .services
+                .iter()
+                .position(|s| matches!(s.run.source, ImageSource::Build(_)))
+            {
+                return Err(ApiError::invalid(vec![format!(
+                    "request body: spec.services[{i}].build: building from source needs a watched manifest directory; use image"
+                )]));
             }
             if !challenge.attachments.is_empty() {
                 return Err(ApiError::invalid(vec![

@@ -14,8 +14,8 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use crate::model::{
-    Attachment, BuildSpec, Challenge, Healthcheck, ImageSource, Info, PortSpec, Probe, Protocol,
-    Resources, RunSpec,
+    Attachment, BuildSpec, Challenge, Healthcheck, ImageSource, Info, NetworkPolicy, PortSpec,
+    Probe, Protocol, Resources, RunSpec, Security, Service, Ulimits,
 };
 
 use super::locate::{join_index, join_key};
@@ -31,6 +31,68 @@ pub const MIN_MEMORY: i64 = 6 * 1024 * 1024;
 pub const MAX_REPLICAS: i64 = 64;
 /// The most CPUs one challenge may ask for.
 pub const MAX_CPUS: f64 = 1024.0;
+/// The most services one challenge may have.
+pub const MAX_SERVICES: usize = 16;
+
+/// Linux capability names (without `CAP_`), as `security.capAdd` may name them.
+pub const CAPABILITIES: &[&str] = &[
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "SYSLOG",
+    "WAKE_ALARM",
+];
+
+/// The run fields of the main container or of a service, borrowed from the manifest.
+struct RunFields<'a> {
+    /// Field path prefix: `spec` or `spec.services[i]`.
+    base: &'a str,
+    image: Option<&'a String>,
+    build: Option<&'a raw::Build>,
+    command: Option<&'a Vec<String>>,
+    entrypoint: Option<&'a Vec<String>>,
+    working_dir: Option<&'a String>,
+    env: &'a BTreeMap<String, String>,
+    resources: Option<&'a raw::Resources>,
+    healthcheck: Option<&'a raw::Healthcheck>,
+    security: Option<&'a raw::Security>,
+}
 
 /// One problem with one field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +286,14 @@ impl Validator {
             Some(r) => self.range("spec.replicas", r, 0, MAX_REPLICAS),
         };
         let attachments = self.attachments(&spec.attachments, ctx);
+        let services = if run.as_ref().is_some_and(Option::is_some) {
+            self.services(&spec.services, ctx)
+        } else {
+            Some(Vec::new())
+        };
+        let network = NetworkPolicy {
+            egress: spec.network.as_ref().and_then(|n| n.egress),
+        };
         Some(Challenge {
             name: name?,
             labels: m.metadata.labels.clone(),
@@ -232,6 +302,8 @@ impl Validator {
             run: run?,
             replicas: u32::try_from(replicas?).ok()?,
             attachments,
+            network,
+            services: services?,
         })
     }
 
@@ -273,57 +345,239 @@ impl Validator {
 
     /// `Some(None)` for a valid static challenge, `None` when there were errors.
     fn run(&mut self, spec: &raw::Spec, ctx: &Context) -> Option<Option<RunSpec>> {
-        let source = match (&spec.image, &spec.build) {
-            (Some(_), Some(_)) => {
-                self.error("spec.build", "set only one of image and build");
-                None
-            }
-            (Some(image), None) if image.trim().is_empty() => {
-                self.error("spec.image", "must not be empty");
-                None
-            }
-            (Some(image), None) => Some(ImageSource::Image(image.clone())),
-            (None, Some(build)) => self.build(build, ctx).map(ImageSource::Build),
-            (None, None) if spec.attachments.is_empty() => {
+        if spec.image.is_none() && spec.build.is_none() {
+            if spec.attachments.is_empty() {
                 self.error(
                     "spec",
                     "needs image or build (or only attachments, for a static challenge)",
                 );
+                return None;
+            }
+            return self.static_challenge(spec).then_some(None);
+        }
+        let fields = RunFields {
+            base: "spec",
+            image: spec.image.as_ref(),
+            build: spec.build.as_ref(),
+            command: spec.command.as_ref(),
+            entrypoint: spec.entrypoint.as_ref(),
+            working_dir: spec.working_dir.as_ref(),
+            env: &spec.env,
+            resources: spec.resources.as_ref(),
+            healthcheck: spec.healthcheck.as_ref(),
+            security: spec.security.as_ref(),
+        };
+        let replicas = spec.replicas.unwrap_or(1);
+        let ports = self.ports(&spec.ports, replicas);
+        let run = self.run_fields(&fields, ctx);
+        Some(Some(RunSpec {
+            ports: ports?,
+            ..run?
+        }))
+    }
+
+    /// The fields shared by the main containers and services; `ports` is left empty.
+    fn run_fields(&mut self, f: &RunFields, ctx: &Context) -> Option<RunSpec> {
+        let base = f.base;
+        let source = match (f.image, f.build) {
+            (Some(_), Some(_)) => {
+                self.error(format!("{base}.build"), "set only one of image and build");
                 None
             }
-            (None, None) => return self.static_challenge(spec).then_some(None),
+            (Some(image), None) if image.trim().is_empty() => {
+                self.error(format!("{base}.image"), "must not be empty");
+                None
+            }
+            (Some(image), None) => Some(ImageSource::Image(image.clone())),
+            (None, Some(build)) => self.build(base, build, ctx).map(ImageSource::Build),
+            (None, None) => {
+                self.error(base, "needs image or build");
+                None
+            }
         };
-        let command = self.argv("spec.command", spec.command.as_ref());
-        let entrypoint = self.argv("spec.entrypoint", spec.entrypoint.as_ref());
-        if let Some(dir) = &spec.working_dir {
+        let command = self.argv(&format!("{base}.command"), f.command);
+        let entrypoint = self.argv(&format!("{base}.entrypoint"), f.entrypoint);
+        if let Some(dir) = f.working_dir {
             if !dir.starts_with('/') {
                 self.error(
-                    "spec.workingDir",
+                    format!("{base}.workingDir"),
                     "must be an absolute path inside the container",
                 );
             }
         }
-        self.env_keys("spec.env", &spec.env);
-        let replicas = spec.replicas.unwrap_or(1);
-        let ports = self.ports(&spec.ports, replicas);
-        let resources = match &spec.resources {
-            Some(r) => self.resources(r),
+        self.env_keys(&format!("{base}.env"), f.env);
+        let resources = match f.resources {
+            Some(r) => self.resources(base, r),
             None => Some(Resources::default()),
         };
-        let healthcheck = match &spec.healthcheck {
-            Some(h) => self.healthcheck(h).map(Some),
+        let healthcheck = match f.healthcheck {
+            Some(h) => self.healthcheck(base, h).map(Some),
             None => Some(None),
         };
-        Some(Some(RunSpec {
+        let security = match f.security {
+            Some(sec) => self.security(base, sec),
+            None => Some(Security::default()),
+        };
+        Some(RunSpec {
             source: source?,
             command: command?,
             entrypoint: entrypoint?,
-            working_dir: spec.working_dir.clone(),
-            env: spec.env.clone(),
-            ports: ports?,
+            working_dir: f.working_dir.cloned(),
+            env: f.env.clone(),
+            ports: Vec::new(),
             resources: resources?,
             healthcheck: healthcheck?,
-        }))
+            security: security?,
+        })
+    }
+
+    /// `spec.services`: names unique DNS labels that are not all digits.
+    fn services(&mut self, list: &[raw::Service], ctx: &Context) -> Option<Vec<Service>> {
+        let before = self.errors.len();
+        if list.len() > MAX_SERVICES {
+            self.error(
+                "spec.services",
+                format!("at most {MAX_SERVICES} services, not {}", list.len()),
+            );
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for (i, svc) in list.iter().enumerate() {
+            let base = join_index("spec.services", i);
+            let name = match svc.name.as_deref() {
+                None | Some("") => {
+                    self.error(join_key(&base, "name"), "required");
+                    None
+                }
+                Some(n) if !is_dns_label(n) => {
+                    self.error(
+                        join_key(&base, "name"),
+                        format!("\"{n}\" is not a DNS label: use lowercase letters, digits and '-', starting and ending with a letter or digit"),
+                    );
+                    None
+                }
+                Some(n) if n.bytes().all(|b| b.is_ascii_digit()) => {
+                    self.error(
+                        join_key(&base, "name"),
+                        format!("\"{n}\" is all digits: replica containers are numbered, give the service a name"),
+                    );
+                    None
+                }
+                Some(n) => {
+                    if let Some(first) = seen.insert(n, i) {
+                        self.error(
+                            join_key(&base, "name"),
+                            format!("\"{n}\" is already the name of spec.services[{first}]"),
+                        );
+                    }
+                    Some(n.to_string())
+                }
+            };
+            let fields = RunFields {
+                base: &base,
+                image: svc.image.as_ref(),
+                build: svc.build.as_ref(),
+                command: svc.command.as_ref(),
+                entrypoint: svc.entrypoint.as_ref(),
+                working_dir: svc.working_dir.as_ref(),
+                env: &svc.env,
+                resources: svc.resources.as_ref(),
+                healthcheck: svc.healthcheck.as_ref(),
+                security: svc.security.as_ref(),
+            };
+            let run = self.run_fields(&fields, ctx);
+            if let (Some(name), Some(run)) = (name, run) {
+                out.push(Service { name, run });
+            }
+        }
+        (self.errors.len() == before).then_some(out)
+    }
+
+    /// A `security` block at `base`.
+    fn security(&mut self, base: &str, sec: &raw::Security) -> Option<Security> {
+        let before = self.errors.len();
+        let path = format!("{base}.security");
+        let mut tmpfs = Vec::new();
+        for (i, dir) in sec.tmpfs.iter().enumerate() {
+            let at = join_index(&join_key(&path, "tmpfs"), i);
+            if !dir.starts_with('/') || dir == "/" || dir.contains(',') || dir.contains(':') {
+                self.error(
+                    at,
+                    format!("\"{dir}\" must be an absolute path other than / (no ',' or ':')"),
+                );
+            } else if tmpfs.contains(dir) {
+                self.error(at, format!("\"{dir}\" is listed twice"));
+            } else {
+                tmpfs.push(dir.clone());
+            }
+        }
+        if let Some(user) = &sec.user {
+            let ok = |part: &str| {
+                !part.is_empty()
+                    && part.len() <= 32
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+            };
+            let valid = match user.split_once(':') {
+                Some((u, g)) => ok(u) && ok(g),
+                None => ok(user),
+            };
+            if !valid {
+                self.error(
+                    join_key(&path, "user"),
+                    format!("\"{user}\" must be uid, uid:gid, name or name:group"),
+                );
+            }
+        }
+        let mut cap_add = Vec::new();
+        for (i, cap) in sec.cap_add.iter().enumerate() {
+            let name = cap.trim().to_ascii_uppercase();
+            let name = name.strip_prefix("CAP_").unwrap_or(&name).to_string();
+            if !CAPABILITIES.contains(&name.as_str()) {
+                self.error(
+                    join_index(&join_key(&path, "capAdd"), i),
+                    format!("\"{cap}\" is not a Linux capability (e.g. NET_RAW, SYS_PTRACE)"),
+                );
+            } else if !cap_add.contains(&name) {
+                cap_add.push(name);
+            }
+        }
+        cap_add.sort();
+        if let Some(runtime) = &sec.runtime {
+            let ok = !runtime.is_empty()
+                && runtime
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+            if !ok {
+                self.error(
+                    join_key(&path, "runtime"),
+                    format!("\"{runtime}\" is not a runtime name (e.g. runsc)"),
+                );
+            }
+        }
+        let mut limit = |key: &str, value: Option<i64>| {
+            value.and_then(|v| {
+                self.range(&join_key(&join_key(&path, "ulimits"), key), v, 1, 1_048_576)
+                    .and_then(|v| u64::try_from(v).ok())
+            })
+        };
+        let ulimits = sec
+            .ulimits
+            .as_ref()
+            .map_or(Ulimits::default(), |u| Ulimits {
+                nofile: limit("nofile", u.nofile),
+                nproc: limit("nproc", u.nproc),
+            });
+        (self.errors.len() == before).then(|| Security {
+            read_only_root_filesystem: sec.read_only_root_filesystem.unwrap_or(false),
+            tmpfs,
+            user: sec.user.clone(),
+            cap_add,
+            privileged: sec.privileged.unwrap_or(false),
+            runtime: sec.runtime.clone(),
+            ulimits,
+        })
     }
 
     /// A static challenge runs no container: refuse fields that only shape one.
@@ -337,6 +591,9 @@ impl Validator {
             ("spec.ports", !spec.ports.is_empty()),
             ("spec.resources", spec.resources.is_some()),
             ("spec.healthcheck", spec.healthcheck.is_some()),
+            ("spec.security", spec.security.is_some()),
+            ("spec.services", !spec.services.is_empty()),
+            ("spec.network", spec.network.is_some()),
         ];
         for (path, _) in set.iter().filter(|(_, is_set)| *is_set) {
             self.error(
@@ -373,10 +630,10 @@ impl Validator {
         }
     }
 
-    fn build(&mut self, b: &raw::Build, ctx: &Context) -> Option<BuildSpec> {
+    fn build(&mut self, base: &str, b: &raw::Build, ctx: &Context) -> Option<BuildSpec> {
         let context_text = b.context.as_deref().unwrap_or(".");
         let context = self.inside(
-            "spec.build.context",
+            &format!("{base}.build.context"),
             context_text,
             ctx.manifest_dir,
             ctx.root,
@@ -386,16 +643,18 @@ impl Validator {
         let dockerfile = match &context {
             Some(context) => self
                 .inside(
-                    "spec.build.dockerfile",
+                    &format!("{base}.build.dockerfile"),
                     dockerfile_text,
                     context,
                     context,
                     "the build context",
                 )
-                .and_then(|abs| self.relative_string("spec.build.dockerfile", &abs, context)),
+                .and_then(|abs| {
+                    self.relative_string(&format!("{base}.build.dockerfile"), &abs, context)
+                }),
             None => None,
         };
-        self.env_keys("spec.build.args", &b.args);
+        self.env_keys(&format!("{base}.build.args"), &b.args);
         Some(BuildSpec {
             context: context?,
             dockerfile: dockerfile?,
@@ -556,7 +815,7 @@ impl Validator {
         (self.errors.len() == before).then_some(out)
     }
 
-    fn resources(&mut self, r: &raw::Resources) -> Option<Resources> {
+    fn resources(&mut self, base: &str, r: &raw::Resources) -> Option<Resources> {
         let before = self.errors.len();
         let nano_cpus = r.cpus.and_then(|cpus| {
             if cpus.is_finite() && cpus > 0.0 && cpus <= MAX_CPUS {
@@ -565,7 +824,7 @@ impl Validator {
                 Some((cpus * 1e9).round() as i64)
             } else {
                 self.error(
-                    "spec.resources.cpus",
+                    format!("{base}.resources.cpus"),
                     format!("must be more than 0 and at most {MAX_CPUS}"),
                 );
                 None
@@ -580,13 +839,13 @@ impl Validator {
                 Ok(b) if b >= MIN_MEMORY => Some(b),
                 Ok(_) => {
                     self.error(
-                        "spec.resources.memory",
+                        format!("{base}.resources.memory"),
                         "must be at least 6Mi (Docker's minimum)",
                     );
                     None
                 }
                 Err(message) => {
-                    self.error("spec.resources.memory", message);
+                    self.error(format!("{base}.resources.memory"), message);
                     None
                 }
             }
@@ -595,7 +854,7 @@ impl Validator {
             if p >= 1 {
                 Some(p)
             } else {
-                self.error("spec.resources.pids", "must be at least 1");
+                self.error(format!("{base}.resources.pids"), "must be at least 1");
                 None
             }
         });
@@ -632,9 +891,9 @@ impl Validator {
         }
     }
 
-    fn healthcheck(&mut self, h: &raw::Healthcheck) -> Option<Healthcheck> {
+    fn healthcheck(&mut self, base: &str, h: &raw::Healthcheck) -> Option<Healthcheck> {
         let before = self.errors.len();
-        let path = "spec.healthcheck";
+        let path = &format!("{base}.healthcheck");
         let kinds = [h.tcp.is_some(), h.http.is_some(), h.exec.is_some()];
         let probe = match kinds.iter().filter(|set| **set).count() {
             0 => {
@@ -643,13 +902,13 @@ impl Validator {
             }
             1 => {
                 if let Some(tcp) = &h.tcp {
-                    self.port("spec.healthcheck.tcp.port", tcp.port)
+                    self.port(&format!("{path}.tcp.port"), tcp.port)
                         .map(|port| Probe::Tcp { port })
                 } else if let Some(http) = &h.http {
-                    let port = self.port("spec.healthcheck.http.port", http.port);
+                    let port = self.port(&format!("{path}.http.port"), http.port);
                     let probe_path = http.path.clone().unwrap_or_else(|| "/".to_string());
                     if !probe_path.starts_with('/') {
-                        self.error("spec.healthcheck.http.path", "must start with '/'");
+                        self.error(format!("{path}.http.path"), "must start with '/'");
                     }
                     port.map(|port| Probe::Http {
                         port,
@@ -657,7 +916,7 @@ impl Validator {
                     })
                 } else if let Some(exec) = &h.exec {
                     if exec.command.is_empty() {
-                        self.error("spec.healthcheck.exec.command", "must not be empty");
+                        self.error(format!("{path}.exec.command"), "must not be empty");
                         None
                     } else {
                         Some(Probe::Exec {
@@ -674,19 +933,19 @@ impl Validator {
             }
         };
         let interval = self.duration(
-            "spec.healthcheck.interval",
+            &format!("{path}.interval"),
             h.interval.as_deref(),
             Duration::from_secs(10),
             true,
         );
         let timeout = self.duration(
-            "spec.healthcheck.timeout",
+            &format!("{path}.timeout"),
             h.timeout.as_deref(),
             Duration::from_secs(2),
             true,
         );
         let start_period = self.duration(
-            "spec.healthcheck.startPeriod",
+            &format!("{path}.startPeriod"),
             h.start_period.as_deref(),
             Duration::ZERO,
             false,
@@ -694,7 +953,7 @@ impl Validator {
         let retries = match h.retries {
             None => Some(3),
             Some(r) => self
-                .range("spec.healthcheck.retries", r, 1, i64::from(u32::MAX))
+                .range(&format!("{path}.retries"), r, 1, i64::from(u32::MAX))
                 .and_then(|r| u32::try_from(r).ok()),
         };
         if self.errors.len() != before {

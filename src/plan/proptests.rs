@@ -3,7 +3,7 @@
 //! instance label, and only replicas whose spec hash changed (or whose container is dead) are
 //! replaced.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use proptest::prelude::*;
 
@@ -69,7 +69,8 @@ fn world() -> impl Strategy<Value = (BTreeMap<String, Vec<Want>>, Vec<Observed>)
             .map(|(name, (replicas, hash))| {
                 let wants = (1..=replicas)
                     .map(|replica| Want {
-                        replica,
+                        slot: Slot::Replica(replica),
+                        gates: false,
                         hash: hash.to_string(),
                     })
                     .collect();
@@ -98,7 +99,7 @@ fn apply(
         let hash_of = |replica: u32| {
             wants[challenge]
                 .iter()
-                .find(|w| w.replica == replica)
+                .find(|w| w.slot == Slot::Replica(replica))
                 .map(|w| w.hash.clone())
                 .unwrap_or_default()
         };
@@ -127,11 +128,18 @@ fn apply(
             };
             match op {
                 Op::Remove { target, .. } => observed.retain(|o| o.id != target.id),
-                Op::Replace { replica, old, .. } => {
+                Op::Replace {
+                    slot: Slot::Replica(replica),
+                    old,
+                    ..
+                } => {
                     observed.retain(|o| o.id != old.id);
                     observed.push(fresh(*replica));
                 }
-                Op::Create { replica } => observed.push(fresh(*replica)),
+                Op::Create {
+                    slot: Slot::Replica(replica),
+                } => observed.push(fresh(*replica)),
+                Op::Replace { .. } | Op::Create { .. } => {}
                 Op::Start { target, .. } | Op::Unpause { target, .. } => {
                     for o in observed.iter_mut().filter(|o| o.id == target.id) {
                         o.state = ContainerState::Running;
@@ -163,16 +171,16 @@ proptest! {
 
     #[test]
     fn applying_the_plan_converges((wants, mut observed) in world()) {
-        let plan = plan_all(I, &wants, &observed);
+        let plan = plan_all(I, &wants, &observed, &BTreeMap::new());
         apply(&plan, &wants, &mut observed);
-        let again = plan_all(I, &wants, &observed);
+        let again = plan_all(I, &wants, &observed, &BTreeMap::new());
         prop_assert!(again.is_empty(), "planned again: {again:?}\nafter: {observed:#?}");
     }
 
     #[test]
     fn ops_only_target_this_instances_containers((wants, observed) in world()) {
         let by_id: HashMap<&str, &Observed> = observed.iter().map(|o| (o.id.as_str(), o)).collect();
-        for ops in plan_all(I, &wants, &observed).values() {
+        for ops in plan_all(I, &wants, &observed, &BTreeMap::new()).values() {
             for op in ops {
                 if let Some(t) = target(op) {
                     let o = by_id[t.id.as_str()];
@@ -183,7 +191,7 @@ proptest! {
         // plan_challenge too, handed every container whatever its labels.
         for (name, w) in &wants {
             let refs: Vec<&Observed> = observed.iter().collect();
-            for op in plan_challenge(I, w, &refs) {
+            for op in plan_challenge(I, w, &refs, &BTreeSet::new()) {
                 if let Some(t) = target(&op) {
                     prop_assert_eq!(by_id[t.id.as_str()].instance(), Some(I), "{} {:?}", name, op);
                 }
@@ -194,12 +202,12 @@ proptest! {
     #[test]
     fn only_changed_or_dead_replicas_are_replaced((wants, observed) in world()) {
         let by_id: HashMap<&str, &Observed> = observed.iter().map(|o| (o.id.as_str(), o)).collect();
-        let plan = plan_all(I, &wants, &observed);
+        let plan = plan_all(I, &wants, &observed, &BTreeMap::new());
         for (name, ops) in &plan {
             for op in ops {
-                if let Op::Replace { replica, old, why } = op {
+                if let Op::Replace { slot, old, why } = op {
                     let o = by_id[old.id.as_str()];
-                    let want = wants[name].iter().find(|w| w.replica == *replica).map(|w| w.hash.as_str());
+                    let want = wants[name].iter().find(|w| &w.slot == slot).map(|w| w.hash.as_str());
                     prop_assert!(want.is_some(), "replaced an unwanted replica: {:?}", op);
                     let changed = o.spec_hash() != want;
                     let dead = matches!(o.state, ContainerState::Dead | ContainerState::Unknown | ContainerState::Removing);
@@ -216,14 +224,14 @@ proptest! {
                     .filter(|o| {
                         o.instance() == Some(I)
                             && o.challenge() == Some(name)
-                            && o.replica() == Some(want.replica)
+                            && o.replica() == want.slot.replica()
                             && o.state != ContainerState::Removing
                     })
                     .collect();
                 if let [only] = serving.as_slice() {
                     if only.spec_hash() == Some(&want.hash) && only.state == ContainerState::Running {
                         let touched = plan.get(name).into_iter().flatten().any(|op| {
-                            op.replica() == Some(want.replica)
+                            op.replica() == want.slot.replica()
                                 || target(op).is_some_and(|t| t.id == only.id)
                         });
                         prop_assert!(!touched, "touched a converged replica {:?}: {:?}", only, plan);

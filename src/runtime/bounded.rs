@@ -187,6 +187,21 @@ impl<R: Runtime> Runtime for Bounded<R> {
         self.inner.termination(id).await
     }
 
+    async fn networks(&self, _instance: &str) -> Result<Vec<super::ObservedNetwork>> {
+        Ok(Vec::new())
+    }
+    async fn subnets_in_use(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    async fn create_network(&self, spec: &super::NetworkSpec) -> Result<String> {
+        Ok(spec.name.clone())
+    }
+    async fn remove_network(&self, _id: &str) -> Result<()> {
+        Ok(())
+    }
+    async fn runtimes(&self) -> Result<Vec<String>> {
+        Ok(vec!["runc".to_string()])
+    }
     async fn inspect(&self, id: &str) -> Result<ContainerSpec> {
         let _permit = self.permit().await?;
         self.inner.inspect(id).await

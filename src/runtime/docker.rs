@@ -559,6 +559,21 @@ impl Runtime for DockerRuntime {
         })
     }
 
+    async fn networks(&self, _instance: &str) -> Result<Vec<super::ObservedNetwork>> {
+        Ok(Vec::new())
+    }
+    async fn subnets_in_use(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    async fn create_network(&self, spec: &super::NetworkSpec) -> Result<String> {
+        Ok(spec.name.clone())
+    }
+    async fn remove_network(&self, _id: &str) -> Result<()> {
+        Ok(())
+    }
+    async fn runtimes(&self) -> Result<Vec<String>> {
+        Ok(vec!["runc".to_string()])
+    }
     async fn inspect(&self, id: &str) -> Result<ContainerSpec> {
         let c = self
             .docker
@@ -612,6 +627,14 @@ impl Runtime for DockerRuntime {
                 .unwrap_or_default()
                 .iter()
                 .any(|o| o.starts_with("no-new-privileges")),
+            network: None,
+            aliases: Vec::new(),
+            read_only: false,
+            tmpfs: Vec::new(),
+            user: None,
+            privileged: false,
+            ulimits: Vec::new(),
+            runtime: None,
             labels: config.labels.unwrap_or_default().into_iter().collect(),
         })
     }

@@ -263,6 +263,21 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    async fn networks(&self, _instance: &str) -> Result<Vec<super::ObservedNetwork>> {
+        Ok(Vec::new())
+    }
+    async fn subnets_in_use(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    async fn create_network(&self, spec: &super::NetworkSpec) -> Result<String> {
+        Ok(spec.name.clone())
+    }
+    async fn remove_network(&self, _id: &str) -> Result<()> {
+        Ok(())
+    }
+    async fn runtimes(&self) -> Result<Vec<String>> {
+        Ok(vec!["runc".to_string()])
+    }
     async fn inspect(&self, id: &str) -> Result<ContainerSpec> {
         Err(RuntimeError::NotFound(format!(
             "the fake runtime keeps no specs ({id})"

@@ -19,6 +19,7 @@ pub const LABEL_INSTANCE: &str = "beast.instance";
 pub const LABEL_CHALLENGE: &str = "beast.challenge";
 pub const LABEL_REPLICA: &str = "beast.replica";
 pub const LABEL_SPEC_HASH: &str = "beast.spec-hash";
+pub const LABEL_SERVICE: &str = "beast.service";
 
 /// A published port of a container.
 #[derive(
@@ -70,8 +71,57 @@ pub struct ContainerSpec {
     pub pids: i64,
     pub cap_add: Vec<String>,
     pub no_new_privileges: bool,
+    /// The network the container joins (its challenge's bridge), and its DNS aliases there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// Paths mounted as tmpfs (writable scratch when the root is read-only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+    /// OCI runtime (e.g. `runsc`); None = the engine's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
     #[serde(skip)]
     pub labels: BTreeMap<String, String>,
+}
+
+/// A network to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// CIDR, e.g. 10.213.0.0/26
+    pub subnet: String,
+    pub gateway: String,
+}
+
+/// One network as listed by the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedNetwork {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// First IPv4 subnet of its IPAM config, CIDR.
+    pub subnet: Option<String>,
+    /// Ids of the containers attached (as the list call reports them; may be empty on list).
+    pub containers: Vec<String>,
+}
+
+/// One ulimit (`nofile`, `nproc`), soft = hard.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
 }
 
 /// Lifecycle state of a container as the engine reports it.
@@ -132,6 +182,10 @@ impl Observed {
     }
     pub fn spec_hash(&self) -> Option<&str> {
         self.labels.get(LABEL_SPEC_HASH).map(String::as_str)
+    }
+    /// The `beast.service` label: set on service containers only.
+    pub fn service(&self) -> Option<&str> {
+        self.labels.get(LABEL_SERVICE).map(String::as_str)
     }
 }
 
@@ -334,6 +388,18 @@ pub trait Runtime: Send + Sync + 'static {
     /// Reads back what shapes an existing container (one inspect; for `beast plan`, never on the
     /// hot path). Env holds the container's whole environment, the image's included.
     fn inspect(&self, id: &str) -> impl Future<Output = Result<ContainerSpec>> + Send;
+    /// Networks labelled `beast.instance=instance`: ONE list call.
+    fn networks(&self, instance: &str)
+        -> impl Future<Output = Result<Vec<ObservedNetwork>>> + Send;
+    /// The IPv4 subnets (CIDR) of EVERY network on the engine, whoever owns it: ONE list call.
+    fn subnets_in_use(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Creates a bridge network; returns its id. Name taken → Conflict; a subnet overlapping
+    /// another network → Conflict whose message contains "overlap".
+    fn create_network(&self, spec: &NetworkSpec) -> impl Future<Output = Result<String>> + Send;
+    /// Removes a network. Gone already → Ok. Containers still attached → Conflict.
+    fn remove_network(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// OCI runtimes the engine knows.
+    fn runtimes(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Counters of the requests beast made, where the runtime keeps them ([`bounded`]).
     fn engine_ops(&self) -> Option<std::sync::Arc<bounded::EngineOps>> {
         None
