@@ -3,15 +3,14 @@
 //!
 //! This module owns the mapping from the old format to the new one and the files it writes. It
 //! builds the manifest from `manifest::raw` types, so what it prints is exactly what `validate`
-//! reads (`spec.services`, from the original's `sidecar`, is rendered from `sidecar::Service`,
-//! which mirrors SPEC §7), and it validates the result before writing anything. It never talks to the engine, never
+//! reads, and it validates the result before writing anything. It never talks to the engine, never
 //! overwrites a file it did not write itself, and says what it could not carry over (`notes`)
 //! instead of dropping it silently. It never puts the flag in a note or an error.
 //!
 //! The mapping, field by field, is in `docs/import.md`.
 
 mod dockerfile;
-pub mod sidecar;
+mod sidecar;
 mod toml_format;
 
 use std::fmt::Write as _;
@@ -90,8 +89,6 @@ pub enum ImportError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Imported {
     pub manifest: raw::Manifest,
-    /// `spec.services`, from the original's `sidecar`; rendered into the manifest's `spec`.
-    pub services: Vec<sidecar::Service>,
     /// A generated Dockerfile, for the types the original built from `base_image`, `apt_deps`...
     pub dockerfile: Option<String>,
     /// What was not carried over, or carried over differently (renames, approximations).
@@ -149,7 +146,7 @@ pub fn import(path: &Path, dry_run: bool) -> Result<Report, ImportError> {
             "no {SCHEMA_FILE} in the folder or above it (up to the git root): no yaml-language-server modeline written; `beast schema > {SCHEMA_FILE}` at the repository root, then import again"
         ));
     }
-    let manifest_yaml = render_manifest(&imported.manifest, &imported.services, &file)?;
+    let manifest_yaml = render_manifest(&imported.manifest, &file)?;
     let dockerfile = imported.dockerfile.clone();
     validate(&manifest_yaml, &folder, &file)?;
 
@@ -178,24 +175,11 @@ pub fn import(path: &Path, dry_run: bool) -> Result<Report, ImportError> {
 
 /// The manifest as YAML, with the header that marks it as imported and, when beast's schema is
 /// found in the challenge folder or above it (`schema_path`), the editor's modeline pointing at it.
-/// `services` become `spec.services`.
-fn render_manifest(
-    manifest: &raw::Manifest,
-    services: &[sidecar::Service],
-    source: &Path,
-) -> Result<String, ImportError> {
-    let yaml_error = |source_err| ImportError::Yaml {
+fn render_manifest(manifest: &raw::Manifest, source: &Path) -> Result<String, ImportError> {
+    let body = serde_yaml::to_string(manifest).map_err(|source_err| ImportError::Yaml {
         path: source.to_path_buf(),
         source: source_err,
-    };
-    let mut value = serde_yaml::to_value(manifest).map_err(yaml_error)?;
-    if !services.is_empty() {
-        let services = serde_yaml::to_value(services).map_err(yaml_error)?;
-        if let Some(spec) = value.get_mut("spec").and_then(|s| s.as_mapping_mut()) {
-            spec.insert("services".into(), services);
-        }
-    }
-    let body = serde_yaml::to_string(&value).map_err(yaml_error)?;
+    })?;
     let folder = source.parent().unwrap_or(Path::new("."));
     let modeline = schema_path(folder)
         .map(|path| format!("# yaml-language-server: $schema={path}\n"))
@@ -331,7 +315,6 @@ impl Converter<'_> {
                 "a static challenge with no file to hand out besides beast.toml: beast/v1 has no challenge without an image, a build or attachments; add the files players download",
             ));
         }
-        let mut services = Vec::new();
         let dockerfile = match &kind {
             Kind::Static => {
                 self.static_leftovers(&toml);
@@ -347,7 +330,7 @@ impl Converter<'_> {
                     args: Default::default(),
                 });
                 self.run(&mut spec, &toml, meta.kind.as_deref())?;
-                services.extend(self.sidecar(&mut spec, meta.sidecar.as_deref(), &name));
+                self.sidecar(&mut spec, meta.sidecar.as_deref(), &name);
                 None
             }
             Kind::Generated(recipe) => {
@@ -357,7 +340,7 @@ impl Converter<'_> {
                     args: Default::default(),
                 });
                 self.run(&mut spec, &toml, meta.kind.as_deref())?;
-                services.extend(self.sidecar(&mut spec, meta.sidecar.as_deref(), &name));
+                self.sidecar(&mut spec, meta.sidecar.as_deref(), &name);
                 Some(recipe.render(DOCKERFILE_HEADER))
             }
         };
@@ -373,7 +356,6 @@ impl Converter<'_> {
         };
         Ok(Imported {
             manifest,
-            services,
             dockerfile,
             notes: self.notes,
         })
@@ -673,15 +655,13 @@ impl Converter<'_> {
         Ok(())
     }
 
-    /// The original's `sidecar` as a service, its connection variables added to `spec.env` (a
-    /// variable the challenge sets itself wins). A kind the original did not have is noted.
-    fn sidecar(
-        &mut self,
-        spec: &mut raw::Spec,
-        kind: Option<&str>,
-        challenge: &str,
-    ) -> Option<sidecar::Service> {
-        let kind = kind.filter(|k| !k.trim().is_empty())?;
+    /// The original's `sidecar` as a `spec.services` entry, its connection variables added to
+    /// `spec.env` (a variable the challenge sets itself wins). A kind the original did not have
+    /// is noted.
+    fn sidecar(&mut self, spec: &mut raw::Spec, kind: Option<&str>, challenge: &str) {
+        let Some(kind) = kind.filter(|k| !k.trim().is_empty()) else {
+            return;
+        };
         let passwords = sidecar::Passwords {
             user: password(),
             root: password(),
@@ -690,7 +670,7 @@ impl Converter<'_> {
             self.note(format!(
                 "challenge.metadata.sidecar \"{kind}\": not one the original had (mysql, mongo), not carried over"
             ));
-            return None;
+            return;
         };
         for (key, value) in found.main_env {
             match spec.env.entry(key) {
@@ -704,7 +684,7 @@ impl Converter<'_> {
             }
         }
         self.note(found.note);
-        Some(found.service)
+        spec.services.push(found.service);
     }
 
     /// `port_mappings` ("host:container") first, then `ports` not already mapped, each on the

@@ -11,8 +11,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 use crate::manifest::raw;
 
 /// The image of the mysql service: the original's sidecar was built `FROM mysql:8.0.13`.
@@ -28,24 +26,11 @@ const MEMORY: &str = "512Mi";
 /// MySQL 8 refuses user names longer than this.
 const MYSQL_USER_MAX: usize = 32;
 
-/// One `spec.services[]` entry, as SPEC §7 spells it (the fields the import fills).
-#[derive(Serialize, Debug, Clone, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Service {
-    pub name: String,
-    pub image: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub command: Vec<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    pub resources: raw::Resources,
-    pub healthcheck: raw::Healthcheck,
-}
-
 /// A sidecar as a service plus what the challenge's container needs to reach it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sidecar {
-    pub service: Service,
+    /// The `spec.services` entry.
+    pub service: raw::Service,
     /// Added to `spec.env` of the challenge (a variable the challenge sets itself wins).
     pub main_env: BTreeMap<String, String>,
     /// Says what was generated and that the image must be on the engine.
@@ -74,26 +59,27 @@ pub fn sidecar(kind: &str, challenge: &str, passwords: &Passwords) -> Option<Sid
 fn mysql(database: &str, passwords: &Passwords) -> Sidecar {
     let mut user: String = database.chars().take(MYSQL_USER_MAX).collect();
     user.truncate(user.trim_end_matches('_').len());
-    let service = Service {
-        name: "mysql".to_string(),
-        image: MYSQL_IMAGE.to_string(),
+    let service = raw::Service {
+        name: Some("mysql".to_string()),
+        image: Some(MYSQL_IMAGE.to_string()),
         // The original sidecar's command: old PHP/Python clients need the native password plugin.
-        command: strings(&[
+        command: Some(strings(&[
             "mysqld",
             "--character-set-server=utf8mb4",
             "--collation-server=utf8mb4_unicode_ci",
             "--default-authentication-plugin=mysql_native_password",
-        ]),
+        ])),
         env: env(&[
             ("MYSQL_ROOT_PASSWORD", &passwords.root),
             ("MYSQL_DATABASE", database),
             ("MYSQL_USER", &user),
             ("MYSQL_PASSWORD", &passwords.user),
         ]),
-        resources: resources(),
+        resources: Some(resources()),
         // The first start initialises the data directory with networking off: the port opens
         // only once the real server runs.
-        healthcheck: tcp(MYSQL_PORT, "120s"),
+        healthcheck: Some(tcp(MYSQL_PORT, "120s")),
+        ..raw::Service::default()
     };
     let main_env = client_env("MYSQL", MYSQL_PORT, &user, &passwords.user, database);
     let note = note("mysql", MYSQL_IMAGE, "");
@@ -105,18 +91,19 @@ fn mysql(database: &str, passwords: &Passwords) -> Sidecar {
 }
 
 fn mongo(database: &str, passwords: &Passwords) -> Sidecar {
-    let service = Service {
-        name: "mongo".to_string(),
-        image: MONGO_IMAGE.to_string(),
+    let service = raw::Service {
+        name: Some("mongo".to_string()),
+        image: Some(MONGO_IMAGE.to_string()),
         // WiredTiger sizes its cache from the host's memory, not the container's limit.
-        command: strings(&["mongod", "--wiredTigerCacheSizeGB", "0.25"]),
+        command: Some(strings(&["mongod", "--wiredTigerCacheSizeGB", "0.25"])),
         env: env(&[
             ("MONGO_INITDB_ROOT_USERNAME", database),
             ("MONGO_INITDB_ROOT_PASSWORD", &passwords.user),
             ("MONGO_INITDB_DATABASE", database),
         ]),
-        resources: resources(),
-        healthcheck: tcp(MONGO_PORT, "60s"),
+        resources: Some(resources()),
+        healthcheck: Some(tcp(MONGO_PORT, "60s")),
+        ..raw::Service::default()
     };
     let main_env = client_env("MONGO", MONGO_PORT, database, &passwords.user, database);
     let note = note(

@@ -8,11 +8,7 @@ const AUTHOR: &str =
 /// Converts and checks that the manifest validates and prints back to the same raw manifest.
 fn check(toml: &str, folder: &Path) -> Imported {
     let imported = convert(toml, folder).unwrap();
-    assert!(
-        imported.services.is_empty(),
-        "a sidecar: use check_with_services"
-    );
-    let yaml = render_manifest(&imported.manifest, &[], &folder.join(BEAST_TOML)).unwrap();
+    let yaml = render_manifest(&imported.manifest, &folder.join(BEAST_TOML)).unwrap();
     let parsed = manifest::parse_str(&yaml, "challenge.yaml", folder, folder);
     assert!(
         parsed.is_valid(),
@@ -22,37 +18,6 @@ fn check(toml: &str, folder: &Path) -> Imported {
     let back: raw::Manifest = serde_yaml::from_str(&yaml).unwrap();
     assert_eq!(back, imported.manifest);
     imported
-}
-
-/// Converts a challenge with a sidecar: returns the rendered manifest as YAML values, after
-/// checking everything but `spec.services` as `check` does. This branch's manifest parser does
-/// not know `spec.services` yet; `sidecar_manifests_validate_with_services` runs the whole file
-/// through the validator once it does.
-fn check_with_services(toml: &str, folder: &Path) -> (Imported, serde_yaml::Value) {
-    let imported = convert(toml, folder).unwrap();
-    let yaml = render_manifest(
-        &imported.manifest,
-        &imported.services,
-        &folder.join(BEAST_TOML),
-    )
-    .unwrap();
-    let value: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
-    let mut rest = value.clone();
-    let services = rest["spec"].as_mapping_mut().unwrap().remove("services");
-    assert_eq!(
-        services.unwrap(),
-        serde_yaml::to_value(&imported.services).unwrap()
-    );
-    let rest = serde_yaml::to_string(&rest).unwrap();
-    let parsed = manifest::parse_str(&rest, "challenge.yaml", folder, folder);
-    assert!(
-        parsed.is_valid(),
-        "{rest}\n{:?}",
-        parsed.errors().collect::<Vec<_>>()
-    );
-    let back: raw::Manifest = serde_yaml::from_str(&rest).unwrap();
-    assert_eq!(back, imported.manifest);
-    (imported, value)
 }
 
 fn has_note(imported: &Imported, part: &str) -> bool {
@@ -166,7 +131,7 @@ fn web_php_with_a_sidecar_and_port_mappings() {
          [challenge.env]\napt_deps = [\"php*-mysql\"]\nports = [10004, 8080]\nport_mappings = [\"10001:80\"]\n\
          web_root = \"challenge\"\ndefault_port = 80\n\n[[challenge.env.var]]\nkey = \"SECRET_FILE\"\nvalue = \"secret.txt\"\n"
     );
-    let (imported, _) = check_with_services(&toml, dir.path());
+    let imported = check(&toml, dir.path());
     let spec = &imported.manifest.spec;
     assert_eq!(
         spec.ports,
@@ -174,7 +139,7 @@ fn web_php_with_a_sidecar_and_port_mappings() {
     );
     assert_eq!(spec.env["SECRET_FILE"], "/challenge/secret.txt");
     assert_eq!(spec.env["MYSQL_HOST"], "mysql");
-    assert_eq!(imported.services.len(), 1);
+    assert_eq!(imported.manifest.spec.services.len(), 1);
     assert!(has_note(&imported, "sidecar \"mysql\": now the service"));
     assert!(has_note(&imported, "FROM php:7.1-cli"));
     let dockerfile = imported.dockerfile.unwrap();
@@ -509,7 +474,7 @@ fn unknown_keys_sidecars_and_keys_are_reported() {
          type = \"bare\"\nsidecar = \"mongo\"\nmaxPoints = 500\ndynamicFlag = true\n\n\
          [challenge.env]\nports = [9000]\nrun_cmd = \"./run\"\nfrobnicate = true\n\n[resource]\nswap = 1\n\n[extra]\na = 1\n"
     );
-    let (imported, _) = check_with_services(&toml, dir.path());
+    let imported = check(&toml, dir.path());
     for part in [
         "extra: unknown key",
         "challenge.metadata.maxPoints: not carried over (no beast/v1 equivalent)",
@@ -558,31 +523,27 @@ fn with_sidecar(sidecar: &str) -> String {
     )
 }
 
-fn text<'a>(value: &'a serde_yaml::Value, path: &[&str]) -> &'a str {
-    let mut at = value;
-    for key in path {
-        at = match key.parse::<usize>() {
-            Ok(i) => &at[i],
-            Err(_) => &at[*key],
-        };
-    }
-    at.as_str()
-        .unwrap_or_else(|| panic!("{path:?} is not a string: {at:?}"))
+fn service(imported: &Imported) -> &raw::Service {
+    let services = &imported.manifest.spec.services;
+    assert_eq!(services.len(), 1, "{services:?}");
+    &services[0]
+}
+
+fn tcp_port(service: &raw::Service) -> Option<i64> {
+    service.healthcheck.as_ref()?.tcp.as_ref().map(|t| t.port)
 }
 
 #[test]
 fn a_mysql_sidecar_becomes_a_service_the_challenge_reaches_by_its_old_name() {
     let dir = tempfile::tempdir().unwrap();
-    let (imported, yaml) = check_with_services(&with_sidecar("mysql"), dir.path());
-    let service = &yaml["spec"]["services"][0];
-    assert_eq!(yaml["spec"]["services"].as_sequence().unwrap().len(), 1);
-    assert_eq!(text(service, &["name"]), "mysql");
-    assert_eq!(text(service, &["image"]), "mysql:8.0");
-    assert_eq!(service["healthcheck"]["tcp"]["port"].as_i64(), Some(3306));
-    assert_eq!(text(service, &["resources", "memory"]), "512Mi");
-    assert!(
-        service.get("ports").is_none(),
-        "a service is never published"
+    let imported = check(&with_sidecar("mysql"), dir.path());
+    let service = service(&imported);
+    assert_eq!(service.name.as_deref(), Some("mysql"));
+    assert_eq!(service.image.as_deref(), Some("mysql:8.0"));
+    assert_eq!(tcp_port(service), Some(3306));
+    assert_eq!(
+        service.resources.as_ref().and_then(|r| r.memory.clone()),
+        Some(raw::Quantity::Text("512Mi".to_string()))
     );
     let env = &imported.manifest.spec.env;
     // The original's variable names, lower case after the prefix; its host name.
@@ -590,39 +551,39 @@ fn a_mysql_sidecar_becomes_a_service_the_challenge_reaches_by_its_old_name() {
     assert_eq!(env["MYSQL_PORT"], "3306");
     assert_eq!(env["MYSQL_database"], "web_db");
     assert_eq!(env["MYSQL_username"], "web_db");
-    assert_eq!(text(service, &["env", "MYSQL_DATABASE"]), "web_db");
-    assert_eq!(text(service, &["env", "MYSQL_USER"]), "web_db");
-    let password = text(service, &["env", "MYSQL_PASSWORD"]);
-    assert_eq!(env["MYSQL_password"], password);
+    assert_eq!(service.env["MYSQL_DATABASE"], "web_db");
+    assert_eq!(service.env["MYSQL_USER"], "web_db");
+    let password = &service.env["MYSQL_PASSWORD"];
+    assert_eq!(&env["MYSQL_password"], password);
     assert_eq!(password.len(), 24);
     assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
-    assert_ne!(text(service, &["env", "MYSQL_ROOT_PASSWORD"]), password);
+    assert_ne!(&service.env["MYSQL_ROOT_PASSWORD"], password);
     assert!(has_note(&imported, "mysql:8.0 must exist on the engine"));
     // A fresh password at each import.
     let again = convert(&with_sidecar("mysql"), dir.path()).unwrap();
-    assert_ne!(again.manifest.spec.env["MYSQL_password"], password);
+    assert_ne!(&again.manifest.spec.env["MYSQL_password"], password);
 }
 
 #[test]
 fn a_mongo_sidecar_becomes_a_service_with_its_root_user_shared() {
     let dir = tempfile::tempdir().unwrap();
-    let (imported, yaml) = check_with_services(&with_sidecar("mongo"), dir.path());
-    let service = &yaml["spec"]["services"][0];
-    assert_eq!(text(service, &["name"]), "mongo");
-    assert_eq!(text(service, &["image"]), "mongo:4.4");
-    assert_eq!(service["healthcheck"]["tcp"]["port"].as_i64(), Some(27017));
+    let imported = check(&with_sidecar("mongo"), dir.path());
+    let service = service(&imported);
+    assert_eq!(service.name.as_deref(), Some("mongo"));
+    assert_eq!(service.image.as_deref(), Some("mongo:4.4"));
+    assert_eq!(tcp_port(service), Some(27017));
     let env = &imported.manifest.spec.env;
     assert_eq!(env["MONGO_HOST"], "mongo");
     assert_eq!(env["MONGO_PORT"], "27017");
     assert_eq!(
         env["MONGO_username"],
-        text(service, &["env", "MONGO_INITDB_ROOT_USERNAME"])
+        service.env["MONGO_INITDB_ROOT_USERNAME"]
     );
     assert_eq!(
         env["MONGO_password"],
-        text(service, &["env", "MONGO_INITDB_ROOT_PASSWORD"])
+        service.env["MONGO_INITDB_ROOT_PASSWORD"]
     );
-    assert_eq!(text(service, &["env", "MONGO_INITDB_DATABASE"]), "web_db");
+    assert_eq!(service.env["MONGO_INITDB_DATABASE"], "web_db");
     assert!(has_note(&imported, "authSource=admin"));
     assert!(has_note(&imported, "mongo:4.4 must exist on the engine"));
 }
@@ -631,6 +592,7 @@ fn a_mongo_sidecar_becomes_a_service_with_its_root_user_shared() {
 fn a_sidecar_the_original_did_not_have_is_noted_and_left_out() {
     let dir = tempfile::tempdir().unwrap();
     let imported = check(&with_sidecar("redis"), dir.path());
+    assert!(imported.manifest.spec.services.is_empty());
     assert!(imported.manifest.spec.env.is_empty());
     assert!(has_note(
         &imported,
@@ -645,7 +607,7 @@ fn a_variable_the_challenge_sets_wins_over_the_sidecars() {
         "{}[[challenge.env.var]]\nkey = \"MYSQL_HOST\"\nvalue = \"db.conf\"\n",
         with_sidecar("mysql")
     );
-    let (imported, _) = check_with_services(&toml, dir.path());
+    let imported = check(&toml, dir.path());
     let env = &imported.manifest.spec.env;
     assert_eq!(env["MYSQL_HOST"], "/challenge/db.conf");
     assert!(env.contains_key("MYSQL_password"));
@@ -661,28 +623,26 @@ fn a_static_challenge_ignores_its_sidecar() {
     std::fs::write(dir.path().join("a.txt"), "x").unwrap();
     let toml = "[challenge.metadata]\nname = \"s\"\ntype = \"static\"\nsidecar = \"mysql\"\nassets = [\"a.txt\"]\n";
     let imported = check(toml, dir.path());
+    assert!(imported.manifest.spec.services.is_empty());
     assert!(has_note(
         &imported,
         "sidecar \"mysql\": ignored, a static challenge"
     ));
 }
 
-/// Needs the manifest parser that knows `spec.services` (SPEC §7): on this branch the
-/// validator refuses the unknown field. Remove the `ignore` once it has landed.
 #[test]
-#[ignore = "needs spec.services in the manifest parser"]
-fn sidecar_manifests_validate_with_services() {
+fn a_challenge_with_a_sidecar_is_written_and_validates() {
     for kind in ["mysql", "mongo"] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(BEAST_TOML), with_sidecar(kind)).unwrap();
         let report = import(dir.path(), false).unwrap();
-        let parsed = manifest::parse_str(
-            &report.manifest_yaml,
+        let on_disk = manifest::load_file(
+            &dir.path().join(CHALLENGE_YAML),
+            dir.path(),
             "challenge.yaml",
-            dir.path(),
-            dir.path(),
-        );
-        assert!(parsed.is_valid(), "{}", report.manifest_yaml);
+        )
+        .unwrap();
+        assert!(on_disk.is_valid(), "{}", report.manifest_yaml);
     }
 }
 
@@ -870,6 +830,7 @@ mod properties {
                 "image",
             ]),
             list(&["pwn", "", "web"]),
+            pick(&["mysql", "mongo", "redis", ""]),
         );
         let env = (
             ports(),
@@ -913,6 +874,7 @@ mod properties {
             meta.insert("hints".into(), m.4);
             meta.insert("assets".into(), m.5);
             meta.insert("tags".into(), m.6);
+            set(&mut meta, "sidecar", m.7);
             let mut env = Table::new();
             env.insert("ports".into(), e.0);
             env.insert("port_mappings".into(), e.1);
