@@ -10,6 +10,7 @@
 //! The mapping, field by field, is in `docs/import.md`.
 
 mod dockerfile;
+mod sidecar;
 mod toml_format;
 
 use std::fmt::Write as _;
@@ -329,6 +330,7 @@ impl Converter<'_> {
                     args: Default::default(),
                 });
                 self.run(&mut spec, &toml, meta.kind.as_deref())?;
+                self.sidecar(&mut spec, meta.sidecar.as_deref(), &name);
                 None
             }
             Kind::Generated(recipe) => {
@@ -338,6 +340,7 @@ impl Converter<'_> {
                     args: Default::default(),
                 });
                 self.run(&mut spec, &toml, meta.kind.as_deref())?;
+                self.sidecar(&mut spec, meta.sidecar.as_deref(), &name);
                 Some(recipe.render(DOCKERFILE_HEADER))
             }
         };
@@ -452,11 +455,6 @@ impl Converter<'_> {
             self.note(
                 "challenge.metadata.dynamicFlag: not carried over (beast/v1 has one static flag)",
             );
-        }
-        if let Some(sidecar) = &meta.sidecar {
-            self.note(format!(
-                "challenge.metadata.sidecar \"{sidecar}\": not carried over; run the database inside the image or as its own challenge"
-            ));
         }
         let points = match meta.points {
             Some(p) if !(0..=i64::from(u32::MAX)).contains(&p) => {
@@ -655,6 +653,38 @@ impl Converter<'_> {
         }
         spec.resources = self.resources(toml.resource.as_ref());
         Ok(())
+    }
+
+    /// The original's `sidecar` as a `spec.services` entry, its connection variables added to
+    /// `spec.env` (a variable the challenge sets itself wins). A kind the original did not have
+    /// is noted.
+    fn sidecar(&mut self, spec: &mut raw::Spec, kind: Option<&str>, challenge: &str) {
+        let Some(kind) = kind.filter(|k| !k.trim().is_empty()) else {
+            return;
+        };
+        let passwords = sidecar::Passwords {
+            user: password(),
+            root: password(),
+        };
+        let Some(found) = sidecar::sidecar(kind, challenge, &passwords) else {
+            self.note(format!(
+                "challenge.metadata.sidecar \"{kind}\": not one the original had (mysql, mongo), not carried over"
+            ));
+            return;
+        };
+        for (key, value) in found.main_env {
+            match spec.env.entry(key) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                std::collections::btree_map::Entry::Occupied(set) => self.note(format!(
+                    "challenge.env.var {}: set by the challenge, kept instead of the {kind} service's value",
+                    set.key()
+                )),
+            }
+        }
+        self.note(found.note);
+        spec.services.push(found.service);
     }
 
     /// `port_mappings` ("host:container") first, then `ports` not already mapped, each on the
@@ -900,6 +930,11 @@ impl Converter<'_> {
         if toml.resource.is_some() {
             self.note("resource: ignored, a static challenge runs no container");
         }
+        if let Some(kind) = &toml.challenge.metadata.sidecar {
+            self.note(format!(
+                "challenge.metadata.sidecar \"{kind}\": ignored, a static challenge runs no container"
+            ));
+        }
         self.unknown("challenge.env.", &env.extra);
     }
 }
@@ -920,6 +955,17 @@ fn labels(
         labels.insert("difficulty".to_string(), difficulty.to_string());
     }
     labels
+}
+
+/// A database password: 24 random letters and digits (no character a shell or a URL would
+/// need quoted).
+fn password() -> String {
+    use rand::Rng as _;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect()
 }
 
 fn push_unique(list: &mut Vec<String>, item: String) {

@@ -80,3 +80,40 @@ pub fn remove_images(instance: &str) {
             .status();
     }
 }
+
+/// Removes exactly the networks labelled with this run's instance (SPEC §7: a challenge's
+/// network carries its containers' labels). Run after `cleanup`: a network in use stays.
+pub fn cleanup_networks(instance: &str) {
+    let filter = format!("label=beast.instance={instance}");
+    let Ok(out) = Command::new("docker")
+        .args(["network", "ls", "-q", "--filter", &filter])
+        .output()
+    else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["network", "rm"])
+            .args(&ids)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Host ports nothing listens on right now, one per challenge (the kernel picks them).
+pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("0.0.0.0:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string()))
+        .collect()
+}

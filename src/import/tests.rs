@@ -138,7 +138,9 @@ fn web_php_with_a_sidecar_and_port_mappings() {
         [port(80, 10001), port(10004, 10004), port(8080, 8080)]
     );
     assert_eq!(spec.env["SECRET_FILE"], "/challenge/secret.txt");
-    assert!(has_note(&imported, "sidecar \"mysql\""));
+    assert_eq!(spec.env["MYSQL_HOST"], "mysql");
+    assert_eq!(imported.manifest.spec.services.len(), 1);
+    assert!(has_note(&imported, "sidecar \"mysql\": now the service"));
     assert!(has_note(&imported, "FROM php:7.1-cli"));
     let dockerfile = imported.dockerfile.unwrap();
     for line in [
@@ -478,7 +480,7 @@ fn unknown_keys_sidecars_and_keys_are_reported() {
         "challenge.metadata.maxPoints: not carried over (no beast/v1 equivalent)",
         "challenge.env.frobnicate: unknown key",
         "resource.swap: unknown key",
-        "sidecar \"mongo\"",
+        "sidecar \"mongo\": now the service \"mongo\"",
         "maintainer.ssh_key",
         "author.ssh_key",
         "dynamicFlag",
@@ -512,6 +514,136 @@ fn memory_is_rounded_up_to_whole_mi() {
     assert_eq!(memory_quantity(6 * MI), "6Mi");
     assert_eq!(memory_quantity(7 * MI + 1), "8Mi");
     assert_eq!(memory_quantity(536_870_912), "512Mi");
+}
+
+fn with_sidecar(sidecar: &str) -> String {
+    format!(
+        "[challenge.metadata]\nname = \"web-db\"\nflag = \"x\"\ntype = \"bare\"\nsidecar = \"{sidecar}\"\n\
+         [challenge.env]\nports = [9000]\nrun_cmd = \"./run\"\n"
+    )
+}
+
+fn service(imported: &Imported) -> &raw::Service {
+    let services = &imported.manifest.spec.services;
+    assert_eq!(services.len(), 1, "{services:?}");
+    &services[0]
+}
+
+fn tcp_port(service: &raw::Service) -> Option<i64> {
+    service.healthcheck.as_ref()?.tcp.as_ref().map(|t| t.port)
+}
+
+#[test]
+fn a_mysql_sidecar_becomes_a_service_the_challenge_reaches_by_its_old_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let imported = check(&with_sidecar("mysql"), dir.path());
+    let service = service(&imported);
+    assert_eq!(service.name.as_deref(), Some("mysql"));
+    assert_eq!(service.image.as_deref(), Some("mysql:8.0"));
+    assert_eq!(tcp_port(service), Some(3306));
+    assert_eq!(
+        service.resources.as_ref().and_then(|r| r.memory.clone()),
+        Some(raw::Quantity::Text("512Mi".to_string()))
+    );
+    let env = &imported.manifest.spec.env;
+    // The original's variable names, lower case after the prefix; its host name.
+    assert_eq!(env["MYSQL_HOST"], "mysql");
+    assert_eq!(env["MYSQL_PORT"], "3306");
+    assert_eq!(env["MYSQL_database"], "web_db");
+    assert_eq!(env["MYSQL_username"], "web_db");
+    assert_eq!(service.env["MYSQL_DATABASE"], "web_db");
+    assert_eq!(service.env["MYSQL_USER"], "web_db");
+    let password = &service.env["MYSQL_PASSWORD"];
+    assert_eq!(&env["MYSQL_password"], password);
+    assert_eq!(password.len(), 24);
+    assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
+    assert_ne!(&service.env["MYSQL_ROOT_PASSWORD"], password);
+    assert!(has_note(&imported, "mysql:8.0 must exist on the engine"));
+    // A fresh password at each import.
+    let again = convert(&with_sidecar("mysql"), dir.path()).unwrap();
+    assert_ne!(&again.manifest.spec.env["MYSQL_password"], password);
+}
+
+#[test]
+fn a_mongo_sidecar_becomes_a_service_with_its_root_user_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let imported = check(&with_sidecar("mongo"), dir.path());
+    let service = service(&imported);
+    assert_eq!(service.name.as_deref(), Some("mongo"));
+    assert_eq!(service.image.as_deref(), Some("mongo:4.4"));
+    assert_eq!(tcp_port(service), Some(27017));
+    let env = &imported.manifest.spec.env;
+    assert_eq!(env["MONGO_HOST"], "mongo");
+    assert_eq!(env["MONGO_PORT"], "27017");
+    assert_eq!(
+        env["MONGO_username"],
+        service.env["MONGO_INITDB_ROOT_USERNAME"]
+    );
+    assert_eq!(
+        env["MONGO_password"],
+        service.env["MONGO_INITDB_ROOT_PASSWORD"]
+    );
+    assert_eq!(service.env["MONGO_INITDB_DATABASE"], "web_db");
+    assert!(has_note(&imported, "authSource=admin"));
+    assert!(has_note(&imported, "mongo:4.4 must exist on the engine"));
+}
+
+#[test]
+fn a_sidecar_the_original_did_not_have_is_noted_and_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let imported = check(&with_sidecar("redis"), dir.path());
+    assert!(imported.manifest.spec.services.is_empty());
+    assert!(imported.manifest.spec.env.is_empty());
+    assert!(has_note(
+        &imported,
+        "sidecar \"redis\": not one the original had"
+    ));
+}
+
+#[test]
+fn a_variable_the_challenge_sets_wins_over_the_sidecars() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{}[[challenge.env.var]]\nkey = \"MYSQL_HOST\"\nvalue = \"db.conf\"\n",
+        with_sidecar("mysql")
+    );
+    let imported = check(&toml, dir.path());
+    let env = &imported.manifest.spec.env;
+    assert_eq!(env["MYSQL_HOST"], "/challenge/db.conf");
+    assert!(env.contains_key("MYSQL_password"));
+    assert!(has_note(
+        &imported,
+        "challenge.env.var MYSQL_HOST: set by the challenge"
+    ));
+}
+
+#[test]
+fn a_static_challenge_ignores_its_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "x").unwrap();
+    let toml = "[challenge.metadata]\nname = \"s\"\ntype = \"static\"\nsidecar = \"mysql\"\nassets = [\"a.txt\"]\n";
+    let imported = check(toml, dir.path());
+    assert!(imported.manifest.spec.services.is_empty());
+    assert!(has_note(
+        &imported,
+        "sidecar \"mysql\": ignored, a static challenge"
+    ));
+}
+
+#[test]
+fn a_challenge_with_a_sidecar_is_written_and_validates() {
+    for kind in ["mysql", "mongo"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(BEAST_TOML), with_sidecar(kind)).unwrap();
+        let report = import(dir.path(), false).unwrap();
+        let on_disk = manifest::load_file(
+            &dir.path().join(CHALLENGE_YAML),
+            dir.path(),
+            "challenge.yaml",
+        )
+        .unwrap();
+        assert!(on_disk.is_valid(), "{}", report.manifest_yaml);
+    }
 }
 
 const BARE: &str = "[challenge.metadata]\nname = \"bare\"\nflag = \"x\"\ntype = \"bare\"\n\
@@ -698,6 +830,7 @@ mod properties {
                 "image",
             ]),
             list(&["pwn", "", "web"]),
+            pick(&["mysql", "mongo", "redis", ""]),
         );
         let env = (
             ports(),
@@ -741,6 +874,7 @@ mod properties {
             meta.insert("hints".into(), m.4);
             meta.insert("assets".into(), m.5);
             meta.insert("tags".into(), m.6);
+            set(&mut meta, "sidecar", m.7);
             let mut env = Table::new();
             env.insert("ports".into(), e.0);
             env.insert("port_mappings".into(), e.1);
