@@ -79,6 +79,11 @@ impl ReconcileError {
             ReconcileError::Runtime { source, .. } if source.is_unavailable() => {
                 "EngineUnavailable"
             }
+            ReconcileError::Runtime { source, .. }
+                if source.to_string().to_ascii_lowercase().contains("runtime") =>
+            {
+                "UnknownRuntime"
+            }
             ReconcileError::Runtime { .. } => "EngineError",
         }
     }

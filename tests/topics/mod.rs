@@ -5,6 +5,7 @@ mod converge;
 mod egress;
 mod git;
 mod healing;
+mod isolation;
 mod outage;
 mod ownership;
 mod recovery;
