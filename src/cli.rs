@@ -360,6 +360,10 @@ pub struct PlanArgs {
     /// Branch to plan from.
     #[arg(long = "git-branch", env = "BEAST_GIT_BRANCH", default_value = "main")]
     pub git_branch: String,
+    /// The iptables program `beast run` would keep egress rules with: the plan says whether
+    /// egress off can be enforced with it (it only lists rules, never changes them).
+    #[arg(long, env = "BEAST_IPTABLES", default_value = "iptables")]
+    pub iptables: PathBuf,
 }
 
 /// An instance id must be usable in container names and label filters.
