@@ -51,7 +51,8 @@ pub enum Command {
     /// List challenges with their status, or show one (client).
     #[command(after_long_help = CLIENT_HELP)]
     Get(GetArgs),
-    /// Show a challenge in detail: conditions, containers, last termination, events (client).
+    /// Show a challenge in detail: network, security, conditions, containers, services, last
+    /// termination, events (client).
     #[command(after_long_help = CLIENT_HELP)]
     Describe(NameArgs),
     /// Remove a challenge and its containers (client).
