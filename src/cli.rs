@@ -51,7 +51,8 @@ pub enum Command {
     /// List challenges with their status, or show one (client).
     #[command(after_long_help = CLIENT_HELP)]
     Get(GetArgs),
-    /// Show a challenge in detail: conditions, containers, last termination, events (client).
+    /// Show a challenge in detail: network, security, conditions, containers, services, last
+    /// termination, events (client).
     #[command(after_long_help = CLIENT_HELP)]
     Describe(NameArgs),
     /// Remove a challenge and its containers (client).
@@ -360,6 +361,10 @@ pub struct PlanArgs {
     /// Branch to plan from.
     #[arg(long = "git-branch", env = "BEAST_GIT_BRANCH", default_value = "main")]
     pub git_branch: String,
+    /// The iptables program `beast run` would keep egress rules with: the plan says whether
+    /// egress off can be enforced with it (it only lists rules, never changes them).
+    #[arg(long, env = "BEAST_IPTABLES", default_value = "iptables")]
+    pub iptables: PathBuf,
 }
 
 /// An instance id must be usable in container names and label filters.

@@ -259,7 +259,13 @@ async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         settings,
         ports,
     );
-    let (text, _summary) = beast::dryrun::render(reconciler.as_ref())
+    let egress = beast::dryrun::EgressCheck {
+        default: args.source.default_egress,
+        enforceable: beast::egress::Egress::detect(&args.source.instance, &args.iptables)
+            .await
+            .available(),
+    };
+    let (text, _summary) = beast::dryrun::render(reconciler.as_ref(), &egress)
         .await
         .context("reading containers from the Docker engine")?;
     print!("{text}");

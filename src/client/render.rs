@@ -33,6 +33,17 @@ pub struct StatusView {
     pub containers: Vec<ContainerView>,
     pub last_termination: Option<TerminationView>,
     pub events: Vec<EventView>,
+    pub network: Option<NetworkView>,
+}
+
+/// `status.network`: the challenge's own bridge and its egress policy.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NetworkView {
+    pub name: String,
+    pub subnet: String,
+    pub egress: bool,
+    pub enforced: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -52,6 +63,8 @@ pub struct ContainerView {
     pub name: String,
     pub id: String,
     pub replica: u32,
+    /// The service this container runs; `None` for a main container.
+    pub service: Option<String>,
     pub state: String,
     pub health: String,
     pub ports: Vec<PortView>,
@@ -273,12 +286,120 @@ pub fn describe(status: &ChallengeView, manifest: Result<&Value, String>) -> Str
     field(&mut out, "Phase", &s.phase);
     field(&mut out, "Ready", &ready(&s.containers));
     field(&mut out, "Restarts", &s.restarts.to_string());
+    field(&mut out, "Network", &network(s.network.as_ref()));
+    if let Ok(m) = &manifest {
+        field(&mut out, "Security", &security(m.pointer("/spec/security")));
+    }
     out.push_str(&conditions_section(&s.conditions));
     out.push_str(&containers_section(&s.containers));
+    if let Ok(m) = &manifest {
+        out.push_str(&services_section(m));
+    }
     out.push_str(&termination_section(s.last_termination.as_ref()));
     out.push_str(&events_section(&s.events));
     out.push_str(&manifest_section(manifest));
     out
+}
+
+/// `name subnet, egress ...` of `status.network`; empty before the network exists.
+fn network(net: Option<&NetworkView>) -> String {
+    let Some(n) = net else {
+        return String::new();
+    };
+    let egress = match (n.egress, n.enforced) {
+        (true, _) => "egress on",
+        (false, true) => "egress off (enforced)",
+        (false, false) => "egress off but NOT ENFORCED (see the EgressPolicy condition)",
+    };
+    format!("{} {}, {egress}", n.name, n.subnet)
+}
+
+/// A manifest's `security` block as the raw manifest holds it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct SecurityView {
+    read_only_root_filesystem: bool,
+    tmpfs: Vec<String>,
+    user: Option<String>,
+    cap_add: Vec<String>,
+    privileged: bool,
+    runtime: Option<String>,
+    ulimits: UlimitsView,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct UlimitsView {
+    nofile: Option<u64>,
+    nproc: Option<u64>,
+}
+
+/// The settings of a manifest's `security` block (as `beast plan` words them), or `defaults`.
+fn security(block: Option<&Value>) -> String {
+    let Some(view) = block.and_then(|b| SecurityView::deserialize(b).ok()) else {
+        return "defaults".to_string();
+    };
+    let model = crate::model::Security {
+        read_only_root_filesystem: view.read_only_root_filesystem,
+        tmpfs: view.tmpfs,
+        user: view.user,
+        cap_add: view.cap_add,
+        privileged: view.privileged,
+        runtime: view.runtime,
+        ulimits: crate::model::Ulimits {
+            nofile: view.ulimits.nofile,
+            nproc: view.ulimits.nproc,
+        },
+    };
+    crate::dryrun::security_text(&model).unwrap_or_else(|| "defaults".to_string())
+}
+
+/// `tcp:3306`, `http:80/health`, `exec` or `-` of a manifest's healthcheck.
+fn healthcheck(check: Option<&Value>) -> String {
+    let Some(check) = check else {
+        return "-".to_string();
+    };
+    let port = |probe: &Value| probe.get("port").map(Value::to_string).unwrap_or_default();
+    if let Some(tcp) = check.get("tcp") {
+        format!("tcp:{}", port(tcp))
+    } else if let Some(http) = check.get("http") {
+        let path = http.get("path").and_then(Value::as_str).unwrap_or("/");
+        format!("http:{}{path}", port(http))
+    } else if check.get("exec").is_some() {
+        "exec".to_string()
+    } else {
+        "-".to_string()
+    }
+}
+
+/// `spec.services` of the manifest: name, image (or build context), healthcheck, security.
+fn services_section(manifest: &Value) -> String {
+    let services = manifest
+        .pointer("/spec/services")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = services
+        .iter()
+        .map(|svc| {
+            let text = |key: &str| svc.get(key).and_then(Value::as_str).unwrap_or_default();
+            let image = match svc.pointer("/build/context").and_then(Value::as_str) {
+                Some(context) if text("image").is_empty() => format!("build {context}"),
+                _ => text("image").to_string(),
+            };
+            vec![
+                or_dash(text("name")),
+                or_dash(&image),
+                healthcheck(svc.get("healthcheck")),
+                security(svc.get("security")),
+            ]
+        })
+        .collect();
+    section(
+        "Services",
+        &["NAME", "IMAGE", "HEALTHCHECK", "SECURITY"],
+        &rows,
+    )
 }
 
 /// `k=v,k2=v2` of `metadata.labels`.
@@ -331,10 +452,15 @@ fn containers_section(containers: &[ContainerView]) -> String {
     let rows: Vec<Vec<String>> = containers
         .iter()
         .map(|c| {
+            let (replica, service) = match &c.service {
+                Some(service) => ("-".to_string(), service.clone()),
+                None => (c.replica.to_string(), "-".to_string()),
+            };
             vec![
                 c.name.clone(),
                 or_dash(&short_id(&c.id)),
-                c.replica.to_string(),
+                replica,
+                service,
                 or_dash(&c.state),
                 or_dash(&c.health),
                 or_dash(&ports(std::slice::from_ref(c))),
@@ -343,7 +469,9 @@ fn containers_section(containers: &[ContainerView]) -> String {
         .collect();
     section(
         "Containers",
-        &["NAME", "ID", "REPLICA", "STATE", "HEALTH", "PORTS"],
+        &[
+            "NAME", "ID", "REPLICA", "SERVICE", "STATE", "HEALTH", "PORTS",
+        ],
         &rows,
     )
 }
@@ -475,7 +603,10 @@ a-much-longer-name  Stopped   0/0    -        0         -                       
             "Observed Generation: 3\n",
             "Phase:               Degraded\n",
             "  Ready    False    CrashLoopBackOff  replica 2 exited; again  2025-01-01T00:01:00Z\n",
-            "beast_echo-tcp_1  0123456789ab  1        running  healthy  31337->1337/tcp",
+            "beast_echo-tcp_1  0123456789ab  1        -        running  healthy  31337->1337/tcp",
+            "Network:             -\n",
+            "Security:            defaults\n",
+            "Services:            <none>\n",
             "  Exit Code:  137\n",
             "  Reason:     OOMKilled\n",
             "    out of memory\n",
@@ -484,6 +615,86 @@ a-much-longer-name  Stopped   0/0    -        0         -                       
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+    }
+
+    /// A challenge with a service, its own network with egress off, and a security block.
+    fn web_status(enforced: bool) -> Value {
+        let (reason, message) = if enforced {
+            (
+                "Blocked",
+                "new outbound connections from 10.10.0.0/26 are refused",
+            )
+        } else {
+            (
+                "Unenforced",
+                "spec.network.egress is false but beast cannot enforce it",
+            )
+        };
+        serde_json::json!({
+            "name": "web", "source": "api", "generation": 1,
+            "status": {"phase": "Running", "observedGeneration": 1,
+              "conditions": [
+                {"type": "EgressPolicy", "status": if enforced { "True" } else { "False" },
+                 "reason": reason, "message": message,
+                 "lastTransitionTime": "2025-01-01T00:00:00Z"}],
+              "containers": [
+                {"name": "beast_web_db", "id": "aaaaaaaaaaaaaaaa", "replica": 0, "service": "db",
+                 "state": "running", "health": "healthy", "ports": []},
+                {"name": "beast_web_1", "id": "bbbbbbbbbbbbbbbb", "replica": 1,
+                 "state": "running", "health": "",
+                 "ports": [{"port": 80, "hostPort": 30080, "protocol": "tcp"}]}],
+              "network": {"name": "beast_web", "subnet": "10.10.0.0/26", "egress": false,
+                          "enforced": enforced}}
+        })
+    }
+
+    fn web_manifest() -> Value {
+        serde_json::json!({
+            "apiVersion": "beast/v1", "kind": "Challenge", "metadata": {"name": "web"},
+            "spec": {"image": "example/web:1", "flag": "flag{w}",
+              "security": {"readOnlyRootFilesystem": true, "tmpfs": ["/tmp"], "user": "1000:1000",
+                           "capAdd": ["NET_RAW"], "runtime": "runsc",
+                           "ulimits": {"nofile": 1024, "nproc": 64}},
+              "services": [
+                {"name": "db", "image": "example/mariadb:1",
+                 "healthcheck": {"tcp": {"port": 3306}}, "security": {"privileged": true}},
+                {"name": "bot", "build": {"context": "bot"},
+                 "healthcheck": {"http": {"port": 8080, "path": "/ready"}}},
+                {"name": "cache", "image": "example/redis:1"}]}
+        })
+    }
+
+    #[test]
+    fn describe_shows_network_services_and_security() {
+        let text = describe(&view(&web_status(true)), Ok(&web_manifest()));
+        for needle in [
+            "Network:             beast_web 10.10.0.0/26, egress off (enforced)\n",
+            "Security:            read-only root, tmpfs /tmp, user 1000:1000, capAdd NET_RAW, runtime runsc, ulimits nofile=1024,nproc=64\n",
+            "  EgressPolicy  True    Blocked  new outbound connections from 10.10.0.0/26 are refused",
+            "  NAME          ID            REPLICA  SERVICE  STATE    HEALTH   PORTS\n",
+            "  beast_web_db  aaaaaaaaaaaa  -        db       running  healthy  -\n",
+            "  beast_web_1   bbbbbbbbbbbb  1        -        running  -        30080->80/tcp\n",
+            "Services:\n",
+            "  NAME   IMAGE              HEALTHCHECK      SECURITY\n",
+            "  db     example/mariadb:1  tcp:3306         PRIVILEGED\n",
+            "  bot    build bot          http:8080/ready  defaults\n",
+            "  cache  example/redis:1    -                defaults\n",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn describe_says_when_egress_off_is_not_enforced() {
+        let text = describe(&view(&web_status(false)), Err("forbidden".into()));
+        assert!(
+            text.contains("Network:             beast_web 10.10.0.0/26, egress off but NOT ENFORCED (see the EgressPolicy condition)\n"),
+            "{text}"
+        );
+        assert!(text.contains("EgressPolicy  False   Unenforced"), "{text}");
+        // Without the manifest there is nothing to say about services or security.
+        assert!(!text.contains("Services:"), "{text}");
+        assert!(!text.contains("Security:"), "{text}");
     }
 
     #[test]

@@ -69,6 +69,9 @@ fn plan_shows_what_would_change_and_why() {
     let out = plan(&env);
     assert!(out.contains("+ create replica 1"), "{out}");
     assert!(out.contains("2 to create"), "{out}");
+    let net = format!("    network {}_a (to create)\n", env.instance);
+    assert!(out.contains(&net), "{out}");
+    assert!(out.contains("    egress off (--default-egress)"), "{out}");
     env.start();
     env.wait_running("a");
     env.wait_running("b");
@@ -79,6 +82,8 @@ fn plan_shows_what_would_change_and_why() {
     env.remove("b.yaml");
     let out = plan(&env);
     assert!(out.contains("~ replace replica 1"), "{out}");
+    let net = format!("    network {}_a (exists, ", env.instance);
+    assert!(out.contains(&net), "{out}");
     assert!(out.contains("env: COLOR changed"), "{out}");
     assert!(out.contains("- remove"), "{out}");
     // A dry run changes nothing.
