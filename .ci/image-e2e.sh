@@ -34,6 +34,12 @@ cleanup() {
     # shellcheck disable=SC2086
     docker rm -f $ids >/dev/null || true
   fi
+  local nets
+  nets=$(docker network ls -q --filter "label=beast.instance=$id")
+  if [ -n "$nets" ]; then
+    # shellcheck disable=SC2086
+    docker network rm $nets >/dev/null || true
+  fi
   docker volume rm "$volume" >/dev/null 2>&1 || true
   rm -rf "$secret_dir" "$repo"
   exit "$status"
@@ -55,17 +61,19 @@ git -C "$repo" -c user.email=ci@beast.invalid -c user.name=ci commit -qm "one ch
 
 secret=(-v "$secret_dir/jwt-secret:/run/secrets/beast-jwt:ro" -e BEAST_JWT_SECRET_FILE=/run/secrets/beast-jwt)
 
-docker run -d --name "$name" \
+# Host networking: beast probes challenges on their own bridge networks, which a container on
+# Docker's default bridge cannot reach (docs/deploy.md).
+api_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+docker run -d --name "$name" --network host \
   -v /var/run/docker.sock:/var/run/docker.sock \
   -v "$PWD/examples:/manifests:ro" \
   -v "$volume:/var/lib/beast" \
   -v "$repo:/repo:ro" \
   "${secret[@]}" \
   -e BEAST_INSTANCE="$id" \
-  -p 127.0.0.1::5005 \
+  -e BEAST_LISTEN="127.0.0.1:$api_port" \
   --read-only --tmpfs /tmp \
   "$tag" run --git file:///repo --git-branch main >/dev/null
-api_port=$(docker port "$name" 5005/tcp | head -n1 | awk -F: '{print $NF}')
 api=http://127.0.0.1:$api_port
 echo "beast ($tag) as instance $id, API on $api"
 
