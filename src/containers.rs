@@ -352,6 +352,54 @@ mod tests {
     }
 
     #[test]
+    fn services_and_the_security_block_follow_the_contract() {
+        use crate::model::{Security, Service, Ulimits};
+        let mut c = Challenge::with_image("web", "img");
+        let mut run = c.run.clone().unwrap_or_else(|| unreachable!());
+        run.security = Security {
+            read_only_root_filesystem: true,
+            tmpfs: vec!["/tmp".into()],
+            user: Some("1000".into()),
+            cap_add: vec!["NET_RAW".into()],
+            privileged: false,
+            runtime: Some("runsc".into()),
+            ulimits: Ulimits {
+                nofile: Some(64),
+                nproc: None,
+            },
+        };
+        c.services.push(Service {
+            name: "db".into(),
+            run: run.clone(),
+        });
+        let svc = service_spec(
+            "t",
+            &c,
+            &c.services[0],
+            img("sha256:1"),
+            &Defaults::default(),
+        );
+        assert_eq!(svc.name, "t_web_db");
+        assert_eq!(svc.labels[LABEL_SERVICE], "db");
+        assert!(!svc.labels.contains_key(LABEL_REPLICA));
+        assert_eq!(svc.network.as_deref(), Some("t_web"));
+        assert_eq!(svc.aliases, ["db"]);
+        assert!(svc.ports.is_empty());
+        assert!(svc.read_only && svc.no_new_privileges);
+        assert!(svc.cap_add.contains(&"NET_RAW".to_string()));
+        assert_eq!(svc.ulimits.len(), 1);
+        assert_eq!(svc.runtime.as_deref(), Some("runsc"));
+
+        let main = spec_for(&c, &[]);
+        assert_eq!(main.network.as_deref(), Some("t_web"));
+        assert_eq!(main.aliases, ["web"]);
+        assert!(!main.read_only, "the service's security is its own");
+        let mut secured = c.clone();
+        secured.run = Some(run);
+        assert_ne!(hash_of(&spec_for(&secured, &[])), hash_of(&main));
+    }
+
+    #[test]
     fn image_id_is_part_of_the_hash() {
         let c = Challenge::with_image("echo", "img");
         let Some(run) = c.run.clone() else { return };

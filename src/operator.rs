@@ -520,14 +520,25 @@ fn spawn_git_sync(
     });
 }
 
-/// The build specs of the valid challenges in the store, by name.
+/// The build specs of the valid challenges in the store (the main container's and each
+/// service's), with their entry.
 fn built(store: &DesiredStore) -> impl Iterator<Item = (Entry, BuildSpec)> {
-    store.snapshot().into_iter().filter_map(|entry| {
-        let spec = match &entry.spec.as_deref()?.run.as_ref()?.source {
-            ImageSource::Build(spec) => spec.clone(),
-            ImageSource::Image(_) => return None,
-        };
-        Some((entry, spec))
+    store.snapshot().into_iter().flat_map(|entry| {
+        let specs: Vec<BuildSpec> = entry
+            .spec
+            .as_deref()
+            .map(|c| {
+                c.run
+                    .iter()
+                    .chain(c.services.iter().map(|s| &s.run))
+                    .filter_map(|run| match &run.source {
+                        ImageSource::Build(spec) => Some(spec.clone()),
+                        ImageSource::Image(_) => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        specs.into_iter().map(move |spec| (entry.clone(), spec))
     })
 }
 
@@ -539,6 +550,8 @@ pub fn built_touched(store: &DesiredStore, burst: &dir::Burst) -> Vec<String> {
             burst.everything || ContextFilter::new(spec).any_matters(burst.paths.iter())
         })
         .map(|(entry, _)| entry.name)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect()
 }
 
@@ -547,6 +560,8 @@ fn built_in_root(store: &DesiredStore, root: usize) -> Vec<String> {
     built(store)
         .filter(|(entry, _)| matches!(entry.source, Source::Dir { root: r, .. } if r == root))
         .map(|(entry, _)| entry.name)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect()
 }
 

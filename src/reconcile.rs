@@ -183,6 +183,9 @@ pub struct Reconciler<R: Runtime> {
     egress: Mutex<Option<Arc<Egress>>>,
     /// Challenges whose egress rules are in place, with the subnet they cover.
     blocked: Mutex<HashMap<String, String>>,
+    /// Build keys (`challenge.service`) of services built from source, by challenge: their
+    /// images go with the challenge.
+    service_builds: Mutex<HashMap<String, BTreeSet<String>>>,
     me: Weak<Reconciler<R>>,
 }
 
@@ -223,6 +226,7 @@ impl<R: Runtime> Reconciler<R> {
             net_lock: tokio::sync::Mutex::new(()),
             egress: Mutex::new(None),
             blocked: Mutex::new(HashMap::new()),
+            service_builds: Mutex::new(HashMap::new()),
             me: me.clone(),
         })
     }
@@ -480,6 +484,15 @@ impl<R: Runtime> Reconciler<R> {
             None => {
                 self.prober.forget(name);
                 self.builder.forget(self.instance(), name).await;
+                let services = self
+                    .service_builds
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(name)
+                    .unwrap_or_default();
+                for key in services {
+                    self.builder.forget(self.instance(), &key).await;
+                }
                 self.status.remove(name);
                 self.ports().release(name, 0);
                 self.persist_ports()?;
@@ -607,6 +620,14 @@ impl<R: Runtime> Reconciler<R> {
             ImageSource::Build(spec) => {
                 if images.is_some() {
                     return Err(ReconcileError::BuildDeferred(name.to_string()));
+                }
+                if key != name {
+                    self.service_builds
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(name.to_string())
+                        .or_default()
+                        .insert(key.to_string());
                 }
                 self.build(name, key, spec).await
             }

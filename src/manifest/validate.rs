@@ -286,7 +286,9 @@ impl Validator {
             Some(r) => self.range("spec.replicas", r, 0, MAX_REPLICAS),
         };
         let attachments = self.attachments(&spec.attachments, ctx);
-        let services = if run.as_ref().is_some_and(Option::is_some) {
+        // Services of a challenge that runs (static ones refuse them in `static_challenge`),
+        // checked even when the main container's fields have errors: every error in one pass.
+        let services = if spec.image.is_some() || spec.build.is_some() {
             self.services(&spec.services, ctx)
         } else {
             Some(Vec::new())
@@ -1309,6 +1311,41 @@ mod tests {
                 "spec.env.A=B: variable names must not contain '=' or NUL",
             ]
         );
+    }
+
+    #[test]
+    fn services_security_and_network() {
+        let c = check("  image: x\n  network: {egress: true}\n  security:\n    readOnlyRootFilesystem: true\n    tmpfs: [/tmp]\n    user: '1000:1000'\n    capAdd: [cap_net_raw, NET_RAW, SYS_PTRACE]\n    runtime: runsc\n    ulimits: {nofile: 1024, nproc: 64}\n  services:\n    - name: db\n      image: y\n      env: {A: b}\n      healthcheck: {tcp: {port: 3306}}\n      security: {user: mysql}\n").unwrap();
+        assert_eq!(c.network.egress, Some(true));
+        let sec = &c.run.as_ref().unwrap().security;
+        assert!(sec.read_only_root_filesystem);
+        assert_eq!(sec.cap_add, ["NET_RAW", "SYS_PTRACE"]);
+        assert_eq!(sec.ulimits.nofile, Some(1024));
+        assert_eq!(sec.runtime.as_deref(), Some("runsc"));
+        assert_eq!(c.services.len(), 1);
+        assert_eq!(c.services[0].name, "db");
+        assert_eq!(c.services[0].run.security.user.as_deref(), Some("mysql"));
+        assert!(c.services[0].run.healthcheck.is_some());
+
+        let e = errors("  image: x\n  security: {tmpfs: [tmp], capAdd: [BOGUS], user: 'a b', ulimits: {nproc: 0}, runtime: ''}\n  services:\n    - name: '12'\n      image: y\n    - image: z\n    - name: db\n      image: y\n      build: {}\n    - name: db\n      command: []\n");
+        for needle in [
+            "spec.security.tmpfs[0]: \"tmp\" must be an absolute path",
+            "spec.security.capAdd[0]: \"BOGUS\" is not a Linux capability",
+            "spec.security.user: \"a b\" must be uid",
+            "spec.security.ulimits.nproc: must be 1-1048576",
+            "spec.security.runtime: \"\" is not a runtime name",
+            "spec.services[0].name: \"12\" is all digits",
+            "spec.services[1].name: required",
+            "spec.services[2].build: set only one of image and build",
+            "spec.services[3].name: \"db\" is already the name of spec.services[2]",
+            "spec.services[3]: needs image or build",
+            "spec.services[3].command: must not be an empty list",
+        ] {
+            assert!(has(&e, needle), "missing {needle:?} in {e:#?}");
+        }
+        let e = errors("  attachments: [a.txt]\n  services: [{name: db, image: y}]\n  network: {egress: true}\n");
+        assert!(has(&e, "spec.services: a static challenge"), "{e:?}");
+        assert!(has(&e, "spec.network: a static challenge"), "{e:?}");
     }
 
     #[test]

@@ -49,6 +49,10 @@ fn a_killed_process_comes_back_and_is_counted() {
             .is_some_and(|s| s["status"]["restarts"].as_u64().unwrap_or(0) >= 1)
     });
     env.wait_for("running again", HEAL, |env| env.running("a", 1));
+    // The status shows the ports again once it has seen the restarted container.
+    env.wait_for("its port in the status", HEAL, |env| {
+        !env.host_ports("a").is_empty()
+    });
     let s = env.status("a").unwrap();
     assert_eq!(s["status"]["lastTermination"]["exitCode"], 137, "{s}");
     assert!(echo_roundtrip(env.host_ports("a")[0]));

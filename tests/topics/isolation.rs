@@ -409,3 +409,33 @@ fn another_instances_networks_are_untouched() {
     });
     assert_eq!(networks_of(&other), vec![foreign]);
 }
+
+#[test]
+fn a_service_built_from_source_runs_and_answers_by_name() {
+    let mut env = Env::new("iso-build");
+    env.write(
+        "a/Dockerfile",
+        &format!("FROM {BUSYBOX}\nCMD [\"nc\", \"-ll\", \"-p\", \"6379\", \"-e\", \"echo\", \"built\"]\n"),
+    );
+    env.write(
+        "a/challenge.yaml",
+        &manifest(
+            "a",
+            "  command: [sleep, \"3600\"]\n  services:\n    - name: cache\n      build: {context: .}\n      healthcheck: {tcp: {port: 6379}, interval: 500ms}\n",
+        ),
+    );
+    env.start();
+    env.wait_running("a");
+    let main = env.name("a", 1);
+    env.wait_for("the built service to answer by name", WAIT, |_| {
+        sh(&main, "nc -w 2 cache 6379 </dev/null")
+            .1
+            .contains("built")
+    });
+    let s = env.status("a").unwrap();
+    assert_eq!(
+        env.condition("a", "Built").map(|c| c["status"].clone()),
+        Some(Value::from("True")),
+        "{s}"
+    );
+}
