@@ -58,7 +58,7 @@ pub fn cleanup(instance: &str) {
 
 /// Removes exactly the images labelled with this run's instance (those beast built for it).
 pub fn remove_images(instance: &str) {
-    let filter = format!("label=beast.instance={instance}");
+    let filter = format!("label=beast.build-instance={instance}");
     let Ok(out) = Command::new("docker")
         .args(["images", "-q", "--filter", &filter])
         .output()

@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 pub use context::{image_tag, prepare, Context};
 
 use crate::model::BuildSpec;
-use crate::runtime::{ImageInfo, Runtime, RuntimeError, LABEL_CHALLENGE, LABEL_INSTANCE};
+use crate::runtime::{ImageInfo, Runtime, RuntimeError, LABEL_BUILD_INSTANCE, LABEL_BUILD_OF};
 
 /// Lines of build output kept per challenge (the last ones).
 pub const MAX_LOG_LINES: usize = 500;
@@ -238,7 +238,7 @@ impl<R: Runtime> Builder<R> {
     ) -> Vec<String> {
         let images = match self
             .runtime
-            .list_images_with_label(LABEL_CHALLENGE, challenge)
+            .list_images_with_label(LABEL_BUILD_OF, challenge)
             .await
         {
             Ok(images) => images,
@@ -249,7 +249,7 @@ impl<R: Runtime> Builder<R> {
         };
         let mut old: Vec<_> = images
             .into_iter()
-            .filter(|i| i.labels.get(LABEL_INSTANCE).map(String::as_str) == Some(instance))
+            .filter(|i| i.labels.get(LABEL_BUILD_INSTANCE).map(String::as_str) == Some(instance))
             .filter(|i| !keep.contains(&i.id.as_str()))
             .collect();
         old.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
@@ -311,8 +311,8 @@ impl<R: Runtime> Builder<R> {
         tag: &str,
     ) -> Result<String, BuildError> {
         let labels = BTreeMap::from([
-            (LABEL_INSTANCE.to_string(), instance.to_string()),
-            (LABEL_CHALLENGE.to_string(), challenge.to_string()),
+            (LABEL_BUILD_INSTANCE.to_string(), instance.to_string()),
+            (LABEL_BUILD_OF.to_string(), challenge.to_string()),
         ]);
         tracing::info!(challenge, tag, "building");
         let result = self

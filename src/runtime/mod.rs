@@ -21,6 +21,11 @@ pub const LABEL_REPLICA: &str = "beast.replica";
 pub const LABEL_SPEC_HASH: &str = "beast.spec-hash";
 /// Carried by service containers only (SPEC §7): the service's name.
 pub const LABEL_SERVICE: &str = "beast.service";
+/// Labels of the images beast builds: the operator and the build (challenge, or
+/// `challenge.service`). Not `beast.instance`/`beast.challenge`: the engine puts an image's labels
+/// on the containers of its build steps too, and those must never look like beast's containers.
+pub const LABEL_BUILD_INSTANCE: &str = "beast.build-instance";
+pub const LABEL_BUILD_OF: &str = "beast.build-of";
 
 /// A published port of a container.
 #[derive(

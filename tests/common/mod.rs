@@ -503,7 +503,7 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
 impl Env {
     /// Removes the images built for this test's instance (after its containers are gone).
     pub fn remove_built_images(&self) {
-        let filter = format!("label=beast.instance={}", self.instance);
+        let filter = format!("label=beast.build-instance={}", self.instance);
         for id in docker(&["images", "-q", "--filter", &filter])
             .lines()
             .filter(|l| !l.is_empty())

@@ -73,7 +73,7 @@ impl Drop for BuildEnv {
             "images",
             "-q",
             "--filter",
-            &format!("label=beast.instance={}", self.instance),
+            &format!("label=beast.build-instance={}", self.instance),
         ]);
         let mut ids: Vec<&str> = ids.lines().collect();
         ids.sort();
@@ -276,7 +276,7 @@ fn a_challenge_built_from_source_is_served_rebuilt_and_kept_on_failure() {
         .is_some_and(|c| c["status"] == "True"));
     let tag = docker(&["inspect", "-f", "{{.Config.Image}}", &env.name("web", 1)]);
     assert!(tag.starts_with("beast-build/web:"), "{tag}");
-    let filter = format!("label=beast.instance={}", env.instance);
+    let filter = format!("label=beast.build-instance={}", env.instance);
     let images_of = move || docker(&["images", "-q", "--filter", &filter]);
 
     // A restart: no rebuild, no recreate.
