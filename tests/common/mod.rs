@@ -35,6 +35,14 @@ pub fn admin_token() -> String {
     .unwrap()
 }
 
+/// Serialises the tests that load the engine hardest (chaos, mass crash loops): run side by side
+/// on a 2-core host they stall each other's engine requests for minutes, which measures the host,
+/// not beast. Hold the guard for the whole test.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Builds the images once per test run (the project's own script; nothing is pulled).
 pub fn images() {
     static BUILT: OnceLock<()> = OnceLock::new();

@@ -7,6 +7,7 @@ use crate::common::*;
 
 #[test]
 fn after_chaos_beast_converges_to_exactly_the_desired_containers() {
+    let _heavy = heavy();
     let mut env = Env::new("chaos");
     // The periodic resync is the safety net, not the mechanism: give it no chance to help.
     env.resync = "5m";
@@ -28,6 +29,7 @@ fn after_chaos_beast_converges_to_exactly_the_desired_containers() {
 
 #[test]
 fn twenty_crash_looping_challenges_fixed_at_once_all_run_again() {
+    let _heavy = heavy();
     let mut env = Env::new("fixloop");
     env.resync = "5m";
     let names: Vec<String> = (1..=20).map(|i| format!("loop{i}")).collect();
