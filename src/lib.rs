@@ -18,6 +18,7 @@ pub mod durable;
 pub mod egress;
 pub mod events;
 pub mod import;
+pub mod instances;
 pub mod manifest;
 pub mod metrics;
 pub mod model;

@@ -30,6 +30,62 @@ pub struct Challenge {
     /// `spec.services`: supporting containers shared by all replicas (empty for a static
     /// challenge).
     pub services: Vec<Service>,
+    /// `spec.instances`: per-team copies on demand (SPEC §8).
+    pub instances: Option<InstancesSpec>,
+    /// Set on the copy of a per-team challenge that one team's instance runs.
+    pub team: Option<TeamInstance>,
+}
+
+impl Challenge {
+    /// The name of what runs: the challenge's, or `{challenge}.{id}` for a team's instance.
+    /// Container names, the network, host ports and the status are keyed by it.
+    pub fn key(&self) -> String {
+        match &self.team {
+            Some(t) => instance_key(&self.name, &t.id),
+            None => self.name.clone(),
+        }
+    }
+
+    /// Whether this challenge runs only as per-team instances.
+    pub fn per_team(&self) -> bool {
+        self.team.is_none() && self.instances.as_ref().is_some_and(|i| i.per_team)
+    }
+}
+
+/// `{challenge}.{id}`: the key of one team's instance (a challenge name has no dots).
+pub fn instance_key(challenge: &str, id: &str) -> String {
+    format!("{challenge}.{id}")
+}
+
+/// `spec.instances`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstancesSpec {
+    pub per_team: bool,
+    pub ttl: Duration,
+    pub max_renewals: u32,
+    pub max_per_team: u32,
+    pub max_total: u32,
+    pub flag: Option<DynamicFlag>,
+}
+
+/// `spec.instances.flag`: a flag unique to each instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicFlag {
+    /// Contains `{random}` exactly where the 16 hex characters go.
+    pub template: String,
+    /// Environment variable that carries the flag.
+    pub env: Option<String>,
+    /// Absolute path of a file in the main containers that holds the flag.
+    pub file: Option<String>,
+}
+
+/// The team and instance a challenge copy runs for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamInstance {
+    pub team: String,
+    pub id: String,
+    /// The instance's flag, when the challenge has a dynamic one.
+    pub flag: Option<String>,
 }
 
 /// `spec.network`: how the challenge's containers reach what is outside their own network.
@@ -210,6 +266,8 @@ impl Challenge {
             attachments: Vec::new(),
             network: NetworkPolicy::default(),
             services: Vec::new(),
+            instances: None,
+            team: None,
         }
     }
 }

@@ -113,6 +113,51 @@ pub struct Spec {
     /// What the main containers may do beyond the hardened defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<Security>,
+    /// Per-team copies on demand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Instances>,
+}
+
+/// `spec.instances`: one copy of the challenge per team, started on demand.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Instances {
+    /// Nothing runs until a team asks; each team gets its own copy (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_team: Option<bool>,
+    /// A humantime duration: an instance is removed this long after its creation or last
+    /// renewal (default `30m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    /// Renewals allowed per instance (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub max_renewals: Option<i64>,
+    /// Live instances of this challenge per team (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_per_team: Option<i64>,
+    /// Live instances of this challenge in all (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_total: Option<i64>,
+    /// A flag unique to each instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<InstanceFlag>,
+}
+
+/// `spec.instances.flag`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InstanceFlag {
+    /// The flag, with `{random}` where 16 hex characters unique to the instance go.
+    pub template: String,
+    /// Environment variable of the main containers that carries the flag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Absolute path of a file written into the main containers before they start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// `spec.network`.

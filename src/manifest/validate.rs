@@ -14,8 +14,8 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use crate::model::{
-    Attachment, BuildSpec, Challenge, Healthcheck, ImageSource, Info, NetworkPolicy, PortSpec,
-    Probe, Protocol, Resources, RunSpec, Security, Service, Ulimits,
+    Attachment, BuildSpec, Challenge, DynamicFlag, Healthcheck, ImageSource, Info, InstancesSpec,
+    NetworkPolicy, PortSpec, Probe, Protocol, Resources, RunSpec, Security, Service, Ulimits,
 };
 
 use super::locate::{join_index, join_key};
@@ -296,6 +296,10 @@ impl Validator {
         let network = NetworkPolicy {
             egress: spec.network.as_ref().and_then(|n| n.egress),
         };
+        let instances = match &spec.instances {
+            Some(i) => self.instances(i, spec).map(Some),
+            None => Some(None),
+        };
         Some(Challenge {
             name: name?,
             labels: m.metadata.labels.clone(),
@@ -306,6 +310,8 @@ impl Validator {
             attachments,
             network,
             services: services?,
+            instances: instances?,
+            team: None,
         })
     }
 
@@ -493,6 +499,92 @@ impl Validator {
             }
         }
         (self.errors.len() == before).then_some(out)
+    }
+
+    /// `spec.instances`.
+    fn instances(&mut self, i: &raw::Instances, spec: &raw::Spec) -> Option<InstancesSpec> {
+        let before = self.errors.len();
+        let path = "spec.instances";
+        let ttl = self.duration(
+            &join_key(path, "ttl"),
+            i.ttl.as_deref(),
+            Duration::from_secs(30 * 60),
+            true,
+        );
+        let mut count = |key: &str, value: Option<i64>, default: i64, lo: i64, hi: i64| {
+            let v = value.unwrap_or(default);
+            self.range(&join_key(path, key), v, lo, hi)
+                .and_then(|v| u32::try_from(v).ok())
+        };
+        let max_renewals = count("maxRenewals", i.max_renewals, 3, 0, 1000);
+        let max_per_team = count("maxPerTeam", i.max_per_team, 1, 1, 100);
+        let max_total = count("maxTotal", i.max_total, 100, 1, 10_000);
+        let per_team = i.per_team.unwrap_or(false);
+        if per_team && spec.image.is_none() && spec.build.is_none() {
+            self.error(
+                join_key(path, "perTeam"),
+                "a static challenge (no image or build) has nothing to run per team",
+            );
+        }
+        if per_team && spec.ports.iter().any(|p| p.host_port.is_some()) {
+            self.error(
+                join_key(path, "perTeam"),
+                "per-team instances cannot share a fixed hostPort; omit hostPort so each instance gets its own",
+            );
+        }
+        let flag = i.flag.as_ref().and_then(|f| {
+            let at = join_key(path, "flag");
+            let mut ok = true;
+            if f.template.matches("{random}").count() != 1 {
+                self.error(
+                    join_key(&at, "template"),
+                    "must contain {random} exactly once (where 16 hex characters unique to the instance go)",
+                );
+                ok = false;
+            }
+            if f.env.is_none() && f.file.is_none() {
+                self.error(at.clone(), "set env, file or both: how the flag reaches the container");
+                ok = false;
+            }
+            if let Some(env) = &f.env {
+                if env.is_empty() || env.contains('=') || env.contains('\0') {
+                    self.error(join_key(&at, "env"), "must be a variable name");
+                    ok = false;
+                }
+            }
+            if let Some(file) = &f.file {
+                if !file.starts_with('/') || file.ends_with('/') || file.contains("/../") {
+                    self.error(join_key(&at, "file"), "must be an absolute file path");
+                    ok = false;
+                }
+            }
+            if spec.flag.is_some() {
+                self.error(
+                    join_key(&at, "template"),
+                    "set either spec.flag or spec.instances.flag, not both",
+                );
+                ok = false;
+            }
+            ok.then(|| DynamicFlag {
+                template: f.template.clone(),
+                env: f.env.clone(),
+                file: f.file.clone(),
+            })
+        });
+        if !per_team && i.flag.is_some() {
+            self.error(
+                join_key(path, "flag"),
+                "a dynamic flag needs perTeam: true (one flag per team's instance)",
+            );
+        }
+        (self.errors.len() == before).then(|| InstancesSpec {
+            per_team,
+            ttl: ttl.unwrap_or_default(),
+            max_renewals: max_renewals.unwrap_or(0),
+            max_per_team: max_per_team.unwrap_or(1),
+            max_total: max_total.unwrap_or(1),
+            flag,
+        })
     }
 
     /// A `security` block at `base`.
