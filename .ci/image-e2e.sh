@@ -27,19 +27,8 @@ cleanup() {
     docker logs --tail 40 "$name" >&2 2>&1 || true
   fi
   docker rm -f "$name" >/dev/null 2>&1 || true
-  # Only the containers this run's beast labelled as its own.
-  local ids
-  ids=$(docker ps -aq --filter "label=beast.instance=$id")
-  if [ -n "$ids" ]; then
-    # shellcheck disable=SC2086
-    docker rm -f $ids >/dev/null || true
-  fi
-  local nets
-  nets=$(docker network ls -q --filter "label=beast.instance=$id")
-  if [ -n "$nets" ]; then
-    # shellcheck disable=SC2086
-    docker network rm $nets >/dev/null || true
-  fi
+  # Only what this run's beast made: its containers, networks and egress rules.
+  examples/cleanup-instance.sh "$id"
   docker volume rm "$volume" >/dev/null 2>&1 || true
   rm -rf "$secret_dir" "$repo"
   exit "$status"

@@ -22,6 +22,7 @@
 # response is a chunked stream that stays open); its other parameters are fuzzed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo_root=$(pwd)
 root=$(pwd)
 
 venv=${ST_VENV:-$root/.ci/.venv-schemathesis}
@@ -62,11 +63,7 @@ cleanup() {
     kill -KILL "$beast_pid" 2>/dev/null || true
     wait "$beast_pid" 2>/dev/null || true
   fi
-  ids=$(docker ps -aq --filter "label=beast.instance=$instance" || true)
-  if [ -n "$ids" ]; then
-    # shellcheck disable=SC2086
-    docker rm -f $ids >/dev/null || true
-  fi
+  "$repo_root/examples/cleanup-instance.sh" "$instance"
   if [ "$status" != 0 ] && [ -f "$work/beast.log" ]; then
     echo "--- last lines of beast's log ---" >&2
     tail -n 40 "$work/beast.log" >&2 || true

@@ -54,6 +54,7 @@ pub fn cleanup(instance: &str) {
             .stdout(Stdio::null())
             .status();
     }
+    cleanup_networks(instance);
 }
 
 /// Removes exactly the images labelled with this run's instance (those beast built for it).
@@ -81,29 +82,12 @@ pub fn remove_images(instance: &str) {
     }
 }
 
-/// Removes exactly the networks labelled with this run's instance (SPEC §7: a challenge's
-/// network carries its containers' labels). Run after `cleanup`: a network in use stays.
+/// Removes exactly the networks and egress rules of this run's instance (the project's own
+/// script). [`cleanup`] calls it after the containers: a network in use stays.
 pub fn cleanup_networks(instance: &str) {
-    let filter = format!("label=beast.instance={instance}");
-    let Ok(out) = Command::new("docker")
-        .args(["network", "ls", "-q", "--filter", &filter])
-        .output()
-    else {
-        return;
-    };
-    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect();
-    if !ids.is_empty() {
-        let _ = Command::new("docker")
-            .args(["network", "rm"])
-            .args(&ids)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cleanup-instance.sh");
+    let _ = Command::new("bash").arg(script).arg(instance).output();
 }
 
 /// Host ports nothing listens on right now, one per challenge (the kernel picks them).

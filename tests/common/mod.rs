@@ -407,41 +407,16 @@ impl Drop for Env {
         for name in &self.extra_cleanup {
             docker_ok(&["rm", "-f", name]);
         }
-        remove_networks(&self.instance);
-        remove_egress_rules(&self.instance);
+        remove_networks_and_rules(&self.instance);
         self.remove_built_images();
     }
 }
 
-/// Removes the networks of `instance` (by its own label only).
-pub fn remove_networks(instance: &str) {
-    let filter = format!("label=beast.instance={instance}");
-    let ids = docker(&["network", "ls", "-q", "--filter", &filter]);
-    for id in ids.lines().filter(|l| !l.is_empty()) {
-        docker_ok(&["network", "rm", id]);
-    }
-}
-
-/// Removes the egress rules beast left for `instance` (comment `beast:{instance}:...`), in
-/// case the test ended before beast could.
-pub fn remove_egress_rules(instance: &str) {
-    let marker = format!("beast:{instance}:");
-    for chain in ["DOCKER-USER", "INPUT"] {
-        let Ok(out) = Command::new("iptables").args(["-w", "-S", chain]).output() else {
-            return;
-        };
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if !line.contains(&marker) {
-                continue;
-            }
-            let args: Vec<String> = line
-                .replacen("-A ", "-D ", 1)
-                .split_whitespace()
-                .map(|w| w.trim_matches('"').to_string())
-                .collect();
-            let _ = Command::new("iptables").arg("-w").args(&args).output();
-        }
-    }
+/// Removes the networks and egress rules of `instance` (the project's own script, which matches
+/// only that instance's labels and rule comments).
+pub fn remove_networks_and_rules(instance: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cleanup-instance.sh");
+    let _ = Command::new("bash").arg(script).arg(instance).output();
 }
 
 /// A manifest of a busybox challenge.

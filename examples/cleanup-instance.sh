@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Removes exactly what one beast instance made: its containers, its networks and its egress
+# rules (iptables rules commented `beast:INSTANCE:...`). Never anything else.
+# Usage: examples/cleanup-instance.sh INSTANCE (also used by the tests, benchmarks and CI)
+set -u
+instance=${1:?usage: cleanup-instance.sh INSTANCE}
+ids=$(docker ps -aq --filter "label=beast.instance=$instance" 2>/dev/null || true)
+if [ -n "$ids" ]; then
+  # shellcheck disable=SC2086
+  docker rm -f $ids >/dev/null 2>&1 || true
+fi
+nets=$(docker network ls -q --filter "label=beast.instance=$instance" 2>/dev/null || true)
+if [ -n "$nets" ]; then
+  # shellcheck disable=SC2086
+  docker network rm $nets >/dev/null 2>&1 || true
+fi
+if command -v iptables >/dev/null 2>&1; then
+  for chain in DOCKER-USER INPUT; do
+    iptables -w -S "$chain" 2>/dev/null | grep -F "beast:$instance:" | while read -r line; do
+      # The rule as listed, with -A turned into -D; comments hold no spaces or quotes but the
+      # listing quotes them.
+      eval "iptables -w ${line/-A /-D }" 2>/dev/null || true
+    done
+  done
+fi
+exit 0
