@@ -304,6 +304,9 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "BEAST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Per-team rate limit on instance creates: N/DURATION (a burst of N, then N per DURATION).
+    #[arg(long, env = "BEAST_INSTANCE_CREATE_RATE", default_value = "5/1m")]
+    pub instance_create_rate: crate::instances::RateLimit,
     /// The iptables program that keeps the egress rules (must be the one Docker uses: nft or
     /// legacy); without it, or without root, egress cannot be enforced and beast says so.
     #[arg(long, env = "BEAST_IPTABLES", default_value = "iptables")]

@@ -7,8 +7,8 @@ use sha2::{Digest, Sha256};
 
 use crate::model::{Challenge, RunSpec, Security, Service};
 use crate::runtime::{
-    ContainerSpec, PortBinding, Ulimit, LABEL_CHALLENGE, LABEL_INSTANCE, LABEL_REPLICA,
-    LABEL_SERVICE, LABEL_SPEC_HASH,
+    ContainerSpec, FileSpec, PortBinding, Ulimit, LABEL_CHALLENGE, LABEL_INSTANCE, LABEL_REPLICA,
+    LABEL_SERVICE, LABEL_SPEC_HASH, LABEL_TEAM, LABEL_TEAM_INSTANCE,
 };
 
 /// Capabilities kept after dropping ALL: enough for typical challenge daemons (xinetd, socat,
@@ -85,23 +85,47 @@ pub fn replica_spec(
             protocol: p.protocol,
         })
         .collect();
+    let key = challenge.key();
     let mut spec = base_spec(
-        container_name(instance, &challenge.name, replica),
+        container_name(instance, &key, replica),
         run,
         image,
         defaults,
     );
     spec.ports = ports;
-    spec.network = Some(network_name(instance, &challenge.name));
+    spec.network = Some(network_name(instance, &key));
     spec.aliases = vec![challenge.name.clone()];
-    seal(
-        spec,
-        [
-            (LABEL_INSTANCE, instance.to_string()),
-            (LABEL_CHALLENGE, challenge.name.clone()),
-            (LABEL_REPLICA, replica.to_string()),
-        ],
-    )
+    if let (Some(team), Some(file)) = (
+        &challenge.team,
+        challenge
+            .instances
+            .as_ref()
+            .and_then(|i| i.flag.as_ref())
+            .and_then(|f| f.file.as_ref()),
+    ) {
+        if let Some(flag) = &team.flag {
+            spec.files.push(FileSpec {
+                path: file.clone(),
+                content: format!("{flag}\n"),
+            });
+        }
+    }
+    let mut labels = owner_labels(instance, challenge);
+    labels.push((LABEL_REPLICA, replica.to_string()));
+    seal(spec, labels)
+}
+
+/// The labels that say whose a container or network is (SPEC §3, §8).
+pub fn owner_labels(instance: &str, challenge: &Challenge) -> Vec<(&'static str, String)> {
+    let mut labels = vec![
+        (LABEL_INSTANCE, instance.to_string()),
+        (LABEL_CHALLENGE, challenge.name.clone()),
+    ];
+    if let Some(team) = &challenge.team {
+        labels.push((LABEL_TEAM, team.team.clone()));
+        labels.push((LABEL_TEAM_INSTANCE, team.id.clone()));
+    }
+    labels
 }
 
 /// The container spec of one service: never published, reachable by its name on the
@@ -113,22 +137,18 @@ pub fn service_spec(
     image: Image<'_>,
     defaults: &Defaults,
 ) -> ContainerSpec {
+    let key = challenge.key();
     let mut spec = base_spec(
-        service_container_name(instance, &challenge.name, &service.name),
+        service_container_name(instance, &key, &service.name),
         &service.run,
         image,
         defaults,
     );
-    spec.network = Some(network_name(instance, &challenge.name));
+    spec.network = Some(network_name(instance, &key));
     spec.aliases = vec![service.name.clone()];
-    seal(
-        spec,
-        [
-            (LABEL_INSTANCE, instance.to_string()),
-            (LABEL_CHALLENGE, challenge.name.clone()),
-            (LABEL_SERVICE, service.name.clone()),
-        ],
-    )
+    let mut labels = owner_labels(instance, challenge);
+    labels.push((LABEL_SERVICE, service.name.clone()));
+    seal(spec, labels)
 }
 
 /// Everything but ports, network and labels: the hardened defaults with the manifest's
@@ -174,12 +194,13 @@ fn base_spec(name: String, run: &RunSpec, image: Image<'_>, defaults: &Defaults)
         privileged: sec.privileged,
         ulimits,
         runtime: sec.runtime.clone(),
+        files: Vec::new(),
         labels: BTreeMap::new(),
     }
 }
 
 /// Puts the labels and the spec hash on a finished spec.
-fn seal<const N: usize>(mut spec: ContainerSpec, labels: [(&str, String); N]) -> ContainerSpec {
+fn seal(mut spec: ContainerSpec, labels: Vec<(&str, String)>) -> ContainerSpec {
     let hash = spec_hash(&spec);
     spec.labels = labels
         .into_iter()

@@ -141,6 +141,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         default_egress: args.source.default_egress,
         policy: policy(&args.source),
         iptables: Some(args.iptables.clone()),
+        instance_rate: args.instance_create_rate,
         auth,
         git: args.git.url.clone().map(|url| GitConfig {
             url,

@@ -22,6 +22,8 @@ use crate::control::OperatorControl;
 use crate::desired::{DesiredStore, Entry, Source};
 use crate::egress::Egress;
 use crate::events;
+use crate::instances::book::BookError;
+use crate::instances::{Instances, RateLimit};
 use crate::manifest::validate;
 use crate::metrics::{MetricsHandle, Sample};
 use crate::model::{BuildSpec, ImageSource};
@@ -62,6 +64,8 @@ pub enum OperatorError {
     },
     #[error("API server failed: {0}")]
     Serve(std::io::Error),
+    #[error("per-team instances: {0}")]
+    Instances(#[from] BookError),
 }
 
 /// Settings of `beast run`.
@@ -93,6 +97,8 @@ pub struct RunConfig {
     /// The iptables binary egress rules are set with; `None` leaves egress control off
     /// (reported on every challenge that wants it).
     pub iptables: Option<PathBuf>,
+    /// The per-team rate limit on instance creates.
+    pub instance_rate: RateLimit,
 }
 
 /// Settings of the git source.
@@ -202,6 +208,31 @@ pub async fn run<R: Runtime>(
     let queue: WorkQueue<String> = WorkQueue::new(Backoff::default());
     reconciler.attach_queue(queue.clone());
     reconciler.attach_notifier(notifier.clone());
+    let instances = Arc::new(Instances::open(
+        &config.state_dir,
+        store.clone(),
+        status.clone(),
+        config.instance_rate,
+    )?);
+    {
+        let queue = queue.clone();
+        instances.attach_poke(Arc::new(move |key: &str| {
+            queue.add_now_ignoring_backoff(key.to_string())
+        }));
+        let notifier = notifier.clone();
+        instances.attach_announce(Arc::new(
+            move |what: &str, challenge: &str, team: &str, id: &str| {
+                notifier.publish(
+                    Kind::Status,
+                    challenge,
+                    format!("instance {id} of team {team} {what}"),
+                    serde_json::json!({"instance": id, "team": team, "change": what}),
+                );
+            },
+        ));
+    }
+    reconciler.attach_instances(instances.clone());
+    spawn_reaper(instances.clone(), stop_rx.clone());
     // Asks the resync loop for a pass now (engine events reconnected, engine came back).
     let resync_now = Arc::new(Notify::new());
     tokio::spawn(events::follow(
@@ -520,6 +551,26 @@ fn spawn_git_sync(
     });
 }
 
+/// Removes instances at expiry, within a second (and at once those that expired while beast
+/// was down).
+fn spawn_reaper(instances: Arc<Instances>, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => {
+                    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                    if let Err(err) = instances.reap(now) {
+                        tracing::warn!(error = %err, "could not remove expired instances; retrying");
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// The build specs of the valid challenges in the store (the main container's and each
 /// service's), with their entry.
 fn built(store: &DesiredStore) -> impl Iterator<Item = (Entry, BuildSpec)> {
@@ -632,6 +683,42 @@ fn gauges<R: Runtime>(reconciler: &Reconciler<R>, queue: &WorkQueue<String>) -> 
             reconciler.store.len() as u64,
         ),
     ];
+    if let Some(instances) = reconciler.instance_book() {
+        let i = &instances.counters;
+        let live: u64 = instances.live_counts().values().sum();
+        samples.extend([
+            sample(
+                "instances_live",
+                "Per-team instances alive now",
+                false,
+                live,
+            ),
+            sample(
+                "instance_creates",
+                "Per-team instances created",
+                true,
+                n(&i.creates),
+            ),
+            sample(
+                "instance_renewals",
+                "Per-team instances renewed",
+                true,
+                n(&i.renewals),
+            ),
+            sample(
+                "instance_deletes",
+                "Per-team instances deleted on request",
+                true,
+                n(&i.deletes),
+            ),
+            sample(
+                "instance_expiries",
+                "Per-team instances removed at expiry",
+                true,
+                n(&i.expiries),
+            ),
+        ]);
+    }
     if let Some(ops) = reconciler.runtime.engine_ops() {
         samples.extend([
             sample("engine_requests", "Requests beast made to the engine (bounded by --engine-concurrency)", true, n(&ops.total)),

@@ -287,10 +287,10 @@ pub fn plan_all(
     healthy: &BTreeMap<String, BTreeSet<String>>,
 ) -> BTreeMap<String, Vec<Op>> {
     let none = BTreeSet::new();
-    let mut by_challenge: BTreeMap<&str, Vec<&Observed>> = BTreeMap::new();
+    let mut by_challenge: BTreeMap<String, Vec<&Observed>> = BTreeMap::new();
     let mut unlabelled = Vec::new();
     for o in observed.iter().filter(|o| o.instance() == Some(instance)) {
-        match o.challenge() {
+        match o.key() {
             Some(c) => by_challenge.entry(c).or_default().push(o),
             None => unlabelled.push(o),
         }
@@ -298,7 +298,7 @@ pub fn plan_all(
     let names: BTreeSet<&str> = wants
         .keys()
         .map(String::as_str)
-        .chain(by_challenge.keys().copied())
+        .chain(by_challenge.keys().map(String::as_str))
         .collect();
     let mut out = BTreeMap::new();
     for name in names {

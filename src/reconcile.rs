@@ -16,6 +16,7 @@ use crate::build::{BuildError, Builder};
 use crate::containers::{hash_of, replica_spec, service_spec, Defaults, Image};
 use crate::desired::{DesiredStore, Entry};
 use crate::egress::{Egress, EgressError};
+use crate::instances::Instances;
 use crate::model::{BuildSpec, Challenge, Healthcheck, ImageSource, RunSpec};
 use crate::netpool::NetPool;
 use crate::notify::{Kind, Notifier};
@@ -183,6 +184,9 @@ pub struct Reconciler<R: Runtime> {
     egress: Mutex<Option<Arc<Egress>>>,
     /// Challenges whose egress rules are in place, with the subnet they cover.
     blocked: Mutex<HashMap<String, String>>,
+    /// Per-team instances, when the operator offers them: more desired state, keyed
+    /// `{challenge}.{id}`.
+    instances: Mutex<Option<Arc<Instances>>>,
     /// Build keys (`challenge.service`) of services built from source, by challenge: their
     /// images go with the challenge.
     service_builds: Mutex<HashMap<String, BTreeSet<String>>>,
@@ -227,6 +231,7 @@ impl<R: Runtime> Reconciler<R> {
             egress: Mutex::new(None),
             blocked: Mutex::new(HashMap::new()),
             service_builds: Mutex::new(HashMap::new()),
+            instances: Mutex::new(None),
             me: me.clone(),
         })
     }
@@ -240,6 +245,40 @@ impl<R: Runtime> Reconciler<R> {
     /// not enforced).
     pub fn attach_egress(&self, egress: Arc<Egress>) {
         *self.egress.lock().unwrap_or_else(|p| p.into_inner()) = Some(egress);
+    }
+
+    /// Makes per-team instances part of the desired state.
+    pub fn attach_instances(&self, instances: Arc<Instances>) {
+        *self.instances.lock().unwrap_or_else(|p| p.into_inner()) = Some(instances);
+    }
+
+    /// The per-team instances, when attached.
+    pub fn instance_book(&self) -> Option<Arc<Instances>> {
+        self.instances()
+    }
+
+    fn instances(&self) -> Option<Arc<Instances>> {
+        self.instances
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The desired state of `name`: a challenge, or one team's instance (`{challenge}.{id}`).
+    pub fn entry(&self, name: &str) -> Option<Entry> {
+        if name.contains('.') {
+            return self.instances()?.entry(name);
+        }
+        self.store.get(name)
+    }
+
+    /// Every challenge and every live instance.
+    pub fn snapshot(&self) -> Vec<Entry> {
+        let mut entries = self.store.snapshot();
+        if let Some(instances) = self.instances() {
+            entries.extend(instances.entries());
+        }
+        entries
     }
 
     /// Lets the reconciler announce phase changes and heals.
@@ -384,7 +423,7 @@ impl<R: Runtime> Reconciler<R> {
     }
 
     async fn reconcile_inner(&self, name: &str) -> Result<(), ReconcileError> {
-        let entry = self.store.get(name);
+        let entry = self.entry(name);
         let observed = self
             .runtime
             .list(self.instance(), Some(name))
@@ -420,7 +459,7 @@ impl<R: Runtime> Reconciler<R> {
         self.persist_ports()?;
         // The network, and its egress rules, exist before any container joins it.
         if let (Some(challenge), false) = (&challenge, specs.is_empty()) {
-            let net = self.ensure_network(name).await?;
+            let net = self.ensure_network(challenge).await?;
             self.apply_egress(challenge, &net).await?;
         }
 
@@ -521,6 +560,14 @@ impl<R: Runtime> Reconciler<R> {
                 }
             }
         }
+        // A change of a per-team challenge rolls out to its teams' instances.
+        if !name.contains('.') {
+            if let Some(instances) = self.instances() {
+                for key in instances.keys_of(name) {
+                    ProbeHost::poke(self, &key);
+                }
+            }
+        }
         match first_error {
             Some(err) => Err(err),
             None => Ok(()),
@@ -538,7 +585,8 @@ impl<R: Runtime> Reconciler<R> {
         let Some(challenge) = entry.spec.as_deref() else {
             return Ok(Wanted::Nothing);
         };
-        if !entry.deployed {
+        if !entry.deployed || challenge.per_team() {
+            // A per-team challenge runs only as its teams' instances.
             return Ok(Wanted::Nothing);
         }
         let Some(run) = challenge.run.as_ref() else {
@@ -548,7 +596,7 @@ impl<R: Runtime> Reconciler<R> {
             return Ok(Wanted::Nothing);
         }
         let (image, image_id) = self
-            .image_of(&challenge.name, &challenge.name, &run.source, images)
+            .image_of(&challenge.key(), &challenge.name, &run.source, images)
             .await?;
         let reserved = match images {
             Some(pass) => std::borrow::Cow::Borrowed(&pass.reserved),
@@ -577,7 +625,7 @@ impl<R: Runtime> Reconciler<R> {
         for service in &challenge.services {
             let key = format!("{}.{}", challenge.name, service.name);
             let (reference, id) = self
-                .image_of(&challenge.name, &key, &service.run.source, images)
+                .image_of(&challenge.key(), &key, &service.run.source, images)
                 .await?;
             let image = Image {
                 reference: &reference,
@@ -621,7 +669,9 @@ impl<R: Runtime> Reconciler<R> {
                 if images.is_some() {
                     return Err(ReconcileError::BuildDeferred(name.to_string()));
                 }
-                if key != name {
+                // A service's build (`challenge.service`) goes with its challenge; a team's
+                // instance shares its challenge's builds and owns none.
+                if key.starts_with(&format!("{name}.")) {
                     self.service_builds
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -701,7 +751,7 @@ impl<R: Runtime> Reconciler<R> {
                     continue;
                 }
                 let key = PortKey {
-                    challenge: challenge.name.clone(),
+                    challenge: challenge.key(),
                     replica,
                     port: p.port,
                     protocol: p.protocol,
@@ -848,6 +898,22 @@ impl<R: Runtime> Reconciler<R> {
             .create(spec)
             .await
             .map_err(rt("create", &spec.name))?;
+        for file in &spec.files {
+            // The path only: the content is a flag.
+            if let Err(source) = self
+                .runtime
+                .put_file(&id, &file.path, file.content.as_bytes())
+                .await
+            {
+                self.expect_exit(&id);
+                let _ = self.runtime.remove(&id).await;
+                return Err(ReconcileError::Runtime {
+                    action: "write a file into",
+                    name: format!("{} ({})", spec.name, file.path),
+                    source,
+                });
+            }
+        }
         if let Err(source) = self.runtime.start(&id).await {
             // A container that cannot start (e.g. its host port is taken) must not linger half-made.
             self.expect_exit(&id);
@@ -1057,9 +1123,9 @@ impl<R: Runtime> Reconciler<R> {
             images: self.runtime.images().await?,
             reserved: self.store.fixed_host_ports(),
         };
-        let mut by_challenge: BTreeMap<&str, Vec<Observed>> = BTreeMap::new();
+        let mut by_challenge: BTreeMap<String, Vec<Observed>> = BTreeMap::new();
         for o in &observed {
-            if let Some(c) = o.challenge() {
+            if let Some(c) = o.key() {
                 by_challenge.entry(c).or_default().push(o.clone());
             }
         }
@@ -1067,7 +1133,7 @@ impl<R: Runtime> Reconciler<R> {
         let mut healthy = BTreeMap::new();
         let mut needs_work = BTreeSet::new();
         let mut specs_of = BTreeMap::new();
-        let entries = self.store.snapshot();
+        let entries = self.snapshot();
         for entry in &entries {
             let mine = by_challenge
                 .get(entry.name.as_str())
@@ -1133,10 +1199,10 @@ impl<R: Runtime> Reconciler<R> {
         let mut out = BTreeMap::new();
         let mut wants = BTreeMap::new();
         let mut healthy = BTreeMap::new();
-        for entry in self.store.snapshot() {
+        for entry in self.snapshot() {
             let mine: Vec<Observed> = observed
                 .iter()
-                .filter(|o| o.challenge() == Some(entry.name.as_str()))
+                .filter(|o| o.key().as_deref() == Some(entry.name.as_str()))
                 .cloned()
                 .collect();
             match self.wanted(&entry, &mine, Some(&pass)).await {
@@ -1164,7 +1230,7 @@ impl<R: Runtime> Reconciler<R> {
 
     /// The wanted spec of one container, for explaining a replace in `beast plan`.
     pub async fn wanted_spec(&self, name: &str, slot: &Slot) -> Option<ContainerSpec> {
-        let entry = self.store.get(name)?;
+        let entry = self.entry(name)?;
         let observed = self.runtime.list(self.instance(), Some(name)).await.ok()?;
         match self.wanted(&entry, &observed, None).await.ok()? {
             Wanted::Specs(mut specs) => specs.remove(slot),

@@ -6,13 +6,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::containers::network_name;
+use crate::containers::{network_name, owner_labels};
 use crate::desired::Entry;
 use crate::egress::Egress;
 use crate::model::Challenge;
 use crate::plan::Slot;
 use crate::runtime::{
-    ContainerSpec, NetworkSpec, Observed, ObservedNetwork, Runtime, RuntimeError, LABEL_CHALLENGE,
+    key_of, ContainerSpec, NetworkSpec, Observed, ObservedNetwork, Runtime, RuntimeError,
     LABEL_INSTANCE,
 };
 use crate::status::NetworkStatus;
@@ -66,7 +66,12 @@ impl<R: Runtime> Reconciler<R> {
 
     /// The network of `challenge`: known, found on the engine (adopted), or created in a free
     /// block of the pool.
-    pub(super) async fn ensure_network(&self, challenge: &str) -> Result<NetState, ReconcileError> {
+    pub(super) async fn ensure_network(
+        &self,
+        spec: &Challenge,
+    ) -> Result<NetState, ReconcileError> {
+        let key = spec.key();
+        let challenge = key.as_str();
         if let Some(known) = self.nets().get(challenge).cloned() {
             return Ok(known);
         }
@@ -93,10 +98,10 @@ impl<R: Runtime> Reconciler<R> {
             };
             let spec = NetworkSpec {
                 name: name.clone(),
-                labels: BTreeMap::from([
-                    (LABEL_INSTANCE.to_string(), self.instance().to_string()),
-                    (LABEL_CHALLENGE.to_string(), challenge.to_string()),
-                ]),
+                labels: owner_labels(self.instance(), spec)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
                 subnet: subnet.clone(),
                 gateway,
             };
@@ -138,7 +143,8 @@ impl<R: Runtime> Reconciler<R> {
         challenge: &Challenge,
         net: &NetState,
     ) -> Result<(), ReconcileError> {
-        let name = challenge.name.as_str();
+        let key = challenge.key();
+        let name = key.as_str();
         let egress = challenge
             .network
             .egress
@@ -188,7 +194,7 @@ impl<R: Runtime> Reconciler<R> {
     /// Removes `challenge`'s network and rules once none of its containers is left in `after`
     /// (what the reconcile left). A network still in use stays for the next pass.
     pub(super) async fn drop_network(&self, challenge: &str, after: &[Observed]) {
-        if after.iter().any(|o| o.challenge() == Some(challenge)) {
+        if after.iter().any(|o| o.key().as_deref() == Some(challenge)) {
             return;
         }
         let known = self.nets().remove(challenge);
@@ -241,11 +247,14 @@ impl<R: Runtime> Reconciler<R> {
             .iter()
             .filter(|n| n.labels.get(LABEL_INSTANCE).map(String::as_str) == Some(self.instance()))
         {
-            let Some(challenge) = n.labels.get(LABEL_CHALLENGE) else {
+            let Some(key) = key_of(&n.labels) else {
                 continue;
             };
+            let challenge = &key;
             let wanted = specs_of.get(challenge).is_some_and(|s| !s.is_empty());
-            let used = observed.iter().any(|o| o.challenge() == Some(challenge));
+            let used = observed
+                .iter()
+                .any(|o| o.key().as_deref() == Some(challenge.as_str()));
             if !wanted && !used {
                 self.nets().remove(challenge);
                 self.remove_network(challenge, &n.id).await;

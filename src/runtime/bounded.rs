@@ -212,6 +212,11 @@ impl<R: Runtime> Runtime for Bounded<R> {
         self.inner.remove_network(id).await
     }
 
+    async fn put_file(&self, id: &str, path: &str, content: &[u8]) -> Result<()> {
+        let _permit = self.permit().await?;
+        self.inner.put_file(id, path, content).await
+    }
+
     async fn runtimes(&self) -> Result<Vec<String>> {
         let _permit = self.permit().await?;
         self.inner.runtimes().await

@@ -28,7 +28,7 @@ use futures::StreamExt;
 use super::{
     BuildOutput, ByteStream, ContainerSpec, ContainerState, EngineEvent, EventStream, ImageIndex,
     ImageInfo, NetworkSpec, Observed, ObservedNetwork, PortBinding, Result, Runtime, RuntimeError,
-    Termination, Ulimit, LABEL_CHALLENGE, LABEL_INSTANCE,
+    Termination, Ulimit, LABEL_INSTANCE,
 };
 use crate::model::Protocol;
 
@@ -152,7 +152,7 @@ fn observed_of(summary: ContainerSummary) -> Observed {
         .network_settings
         .and_then(|n| n.networks)
         .unwrap_or_default();
-    observed.ip = address_of(networks, observed.challenge());
+    observed.ip = address_of(networks, observed.key().as_deref());
     observed
 }
 
@@ -177,6 +177,18 @@ fn address_of(
     (index < addresses.len()).then(|| addresses.swap_remove(index).1)
 }
 
+/// A tar holding one file at `path` (relative to `/`), mode 0444, owned by root.
+fn file_archive(path: &str, content: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o444);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, path.trim_start_matches('/'), content)?;
+    tar.into_inner()
+}
+
 fn event_of(msg: EventMessage, instance: &str) -> Option<EngineEvent> {
     let actor = msg.actor?;
     let attrs = actor.attributes.unwrap_or_default();
@@ -187,7 +199,7 @@ fn event_of(msg: EventMessage, instance: &str) -> Option<EngineEvent> {
         action: msg.action.unwrap_or_default(),
         container_id: actor.id.unwrap_or_default(),
         name: attrs.get("name").cloned().unwrap_or_default(),
-        challenge: attrs.get(LABEL_CHALLENGE).cloned(),
+        challenge: super::key_of(&attrs.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
         replica: attrs.get(super::LABEL_REPLICA).and_then(|r| r.parse().ok()),
         exit_code: attrs.get("exitCode").and_then(|c| c.parse().ok()),
         time: msg.time.unwrap_or_default(),
@@ -495,8 +507,12 @@ impl Runtime for DockerRuntime {
 
     async fn list(&self, instance: &str, challenge: Option<&str>) -> Result<Vec<Observed>> {
         let mut labels = vec![format!("{LABEL_INSTANCE}={instance}")];
-        if let Some(challenge) = challenge {
-            labels.push(format!("{LABEL_CHALLENGE}={challenge}"));
+        if let Some(key) = challenge {
+            labels.extend(
+                super::key_labels(key)
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}")),
+            );
         }
         let filters: HashMap<&str, Vec<String>> = HashMap::from([("label", labels)]);
         let options = ListContainersOptionsBuilder::new()
@@ -513,7 +529,7 @@ impl Runtime for DockerRuntime {
             .map(observed_of)
             // Belt and braces: never act on a container the filter should not have returned.
             .filter(|o| o.instance() == Some(instance))
-            .filter(|o| challenge.is_none() || o.challenge() == challenge)
+            .filter(|o| challenge.is_none() || o.key().as_deref() == challenge)
             .collect())
     }
 
@@ -761,6 +777,7 @@ impl Runtime for DockerRuntime {
                 .unwrap_or_default()
                 .iter()
                 .any(|o| o.starts_with("no-new-privileges")),
+            files: Vec::new(),
             labels: config.labels.unwrap_or_default().into_iter().collect(),
             network,
             aliases,
@@ -826,6 +843,24 @@ impl Runtime for DockerRuntime {
             return Err(RuntimeError::Conflict(created.warning));
         }
         Ok(created.id)
+    }
+
+    async fn put_file(&self, id: &str, path: &str, content: &[u8]) -> Result<()> {
+        let archive = file_archive(path, content).map_err(|e| RuntimeError::Engine {
+            status: 0,
+            message: format!("packing {path}: {e}"),
+        })?;
+        let options = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+            .path("/")
+            .build();
+        self.docker
+            .upload_to_container(
+                id,
+                Some(options),
+                bollard::body_full(bytes::Bytes::from(archive)),
+            )
+            .await
+            .map_err(map_err)
     }
 
     async fn remove_network(&self, id: &str) -> Result<()> {

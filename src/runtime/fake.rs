@@ -11,7 +11,7 @@ use futures::StreamExt;
 use super::{
     subnets_overlap, BuildOutput, ByteStream, ContainerSpec, ContainerState, EventStream,
     ImageIndex, ImageInfo, NetworkSpec, Observed, ObservedNetwork, Result, Runtime, RuntimeError,
-    Termination, LABEL_CHALLENGE, LABEL_INSTANCE,
+    Termination, LABEL_INSTANCE,
 };
 
 /// A fake engine holding containers in a map; counts the mutating calls it served.
@@ -35,6 +35,8 @@ pub struct FakeRuntime {
     networks: Mutex<BTreeMap<String, ObservedNetwork>>,
     /// The network each container was created on, by container id.
     attached: Mutex<BTreeMap<String, String>>,
+    /// Files put into containers, by (container id, path).
+    files: Mutex<BTreeMap<(String, String), Vec<u8>>>,
 }
 
 impl FakeRuntime {
@@ -197,10 +199,7 @@ impl Runtime for FakeRuntime {
         Ok(lock(&self.containers)
             .values()
             .filter(|o| o.labels.get(LABEL_INSTANCE).map(String::as_str) == Some(instance))
-            .filter(|o| {
-                challenge.is_none()
-                    || o.labels.get(LABEL_CHALLENGE).map(String::as_str) == challenge
-            })
+            .filter(|o| challenge.is_none() || o.key().as_deref() == challenge)
             .cloned()
             .collect())
     }
@@ -369,6 +368,14 @@ impl Runtime for FakeRuntime {
             },
         );
         Ok(id)
+    }
+
+    async fn put_file(&self, id: &str, path: &str, content: &[u8]) -> Result<()> {
+        if !lock(&self.containers).contains_key(id) {
+            return Err(RuntimeError::NotFound(format!("no such container: {id}")));
+        }
+        lock(&self.files).insert((id.to_string(), path.to_string()), content.to_vec());
+        Ok(())
     }
 
     async fn remove_network(&self, id: &str) -> Result<()> {

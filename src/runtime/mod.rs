@@ -21,6 +21,31 @@ pub const LABEL_REPLICA: &str = "beast.replica";
 pub const LABEL_SPEC_HASH: &str = "beast.spec-hash";
 /// Carried by service containers only (SPEC §7): the service's name.
 pub const LABEL_SERVICE: &str = "beast.service";
+/// The team a per-team instance's containers and network belong to (SPEC §8).
+pub const LABEL_TEAM: &str = "beast.team";
+/// The id of the per-team instance they run.
+pub const LABEL_TEAM_INSTANCE: &str = "beast.team-instance";
+
+/// What a labelled object runs for: its challenge, or `{challenge}.{id}` for a team's instance
+/// (the key containers, networks, host ports and status are grouped by).
+pub fn key_of(labels: &BTreeMap<String, String>) -> Option<String> {
+    let challenge = labels.get(LABEL_CHALLENGE)?;
+    Some(match labels.get(LABEL_TEAM_INSTANCE) {
+        Some(id) => format!("{challenge}.{id}"),
+        None => challenge.clone(),
+    })
+}
+
+/// The label filter (`key=value` pairs) that selects the objects of one key.
+pub fn key_labels(key: &str) -> Vec<(String, String)> {
+    match key.rsplit_once('.') {
+        Some((challenge, id)) => vec![
+            (LABEL_CHALLENGE.to_string(), challenge.to_string()),
+            (LABEL_TEAM_INSTANCE.to_string(), id.to_string()),
+        ],
+        None => vec![(LABEL_CHALLENGE.to_string(), key.to_string())],
+    }
+}
 /// Labels of the images beast builds: the operator and the build (challenge, or
 /// `challenge.service`). Not `beast.instance`/`beast.challenge`: the engine puts an image's labels
 /// on the containers of its build steps too, and those must never look like beast's containers.
@@ -110,6 +135,27 @@ pub struct ContainerSpec {
     /// OCI runtime (e.g. `runsc`); None = the engine's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// Files written into the container after it is created and before it starts (a per-team
+    /// instance's flag file).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileSpec>,
+}
+
+/// A file put into a container before it starts. `content` is secret (a flag): never logged.
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FileSpec {
+    /// Absolute path in the container.
+    pub path: String,
+    pub content: String,
+}
+
+impl std::fmt::Debug for FileSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSpec")
+            .field("path", &self.path)
+            .field("content", &"<redacted>")
+            .finish()
+    }
 }
 
 /// A network to create.
@@ -210,6 +256,10 @@ impl Observed {
     }
     pub fn spec_hash(&self) -> Option<&str> {
         self.labels.get(LABEL_SPEC_HASH).map(String::as_str)
+    }
+    /// What the container runs for: its challenge, or `{challenge}.{id}` for a team's instance.
+    pub fn key(&self) -> Option<String> {
+        key_of(&self.labels)
     }
     /// The service this container runs (`beast.service`); `None` for a main container.
     pub fn service(&self) -> Option<&str> {
@@ -431,6 +481,14 @@ pub trait Runtime: Send + Sync + 'static {
     fn remove_network(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
     /// OCI runtimes the engine knows (`docker info` Runtimes keys, e.g. `["runc"]`).
     fn runtimes(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Writes `content` (mode 0444) at absolute `path` in a created container, parent folders
+    /// included, without needing a shell in the image.
+    fn put_file(
+        &self,
+        id: &str,
+        path: &str,
+        content: &[u8],
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Counters of the requests beast made, where the runtime keeps them ([`bounded`]).
     fn engine_ops(&self) -> Option<std::sync::Arc<bounded::EngineOps>> {
         None
