@@ -270,6 +270,68 @@ impl Env {
         Some((code, serde_json::from_str(body).unwrap_or(Value::Null)))
     }
 
+    /// Any request with `token`: (status, JSON body, the `Retry-After` header if any).
+    pub fn call_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Option<(u16, Value, Option<String>)> {
+        let url = format!("{}{}", self.api, path);
+        let auth = format!("Authorization: Bearer {token}");
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-m",
+                "30",
+                "-X",
+                method,
+                "-D",
+                "/dev/stderr",
+                "-o",
+                "-",
+            ])
+            .args(["-w", "\n%{http_code}", "-H", &auth])
+            .args(["-H", "Content-Type: application/json"])
+            .args(if body.is_empty() {
+                vec![]
+            } else {
+                vec!["--data-binary", body]
+            })
+            .arg(&url)
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n')?;
+        let code: u16 = code.trim().parse().ok()?;
+        let headers = String::from_utf8_lossy(&out.stderr).to_string();
+        let retry_after = headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("retry-after")
+                .then(|| v.trim().to_string())
+        });
+        Some((
+            code,
+            serde_json::from_str(body).unwrap_or(Value::Null),
+            retry_after,
+        ))
+    }
+
+    /// A player token for `team`, minted by the admin through `POST /api/v1/auth/token`.
+    pub fn player_token(&self, team: &str) -> String {
+        let body = serde_json::json!({"role": "player", "team": team, "subject": team}).to_string();
+        let (code, reply, _) = self
+            .call_as(&self.token, "POST", "/api/v1/auth/token", &body)
+            .expect("mint a player token");
+        assert!(
+            code == 200 || code == 201,
+            "minting a player token: {code} {reply}"
+        );
+        reply["token"].as_str().expect("a token").to_string()
+    }
+
     /// Waits for a lifecycle task to succeed.
     pub fn wait_task(&self, reply: &Value) {
         let id = reply["task"]["id"].as_str().expect("a task").to_string();

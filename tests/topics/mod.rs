@@ -5,6 +5,7 @@ mod converge;
 mod egress;
 mod git;
 mod healing;
+mod instances;
 mod isolation;
 mod outage;
 mod ownership;
