@@ -7,6 +7,8 @@
 //!   published port, created and started through the same engine API beast uses (no beast),
 //!   until the port answers; p50 and p95 over N.
 //!
+//! Run with:
+//!
 //!     cargo bench --bench instances                    # N = 20, M = 50
 //!     BENCH_N=5 BENCH_M=10 cargo bench --bench instances
 //!
