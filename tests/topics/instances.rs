@@ -260,6 +260,21 @@ fn limits_renewals_deletion_and_healing() {
     assert_eq!((port2, flag2.as_str()), (port, flag.as_str()));
     assert_eq!(healed["id"], view["id"]);
 
+    // An edit of the challenge rolls out to live instances: replaced, same port, flag, expiry.
+    let before = env.container_id(&containers[0]).unwrap();
+    env.write(
+        "web.yaml",
+        &per_team("web", "    ttl: 10m\n    maxRenewals: 1\n    maxPerTeam: 1\n    maxTotal: 2\n")
+            .replace("  ports:", "  env: {EDITED: \"1\"}\n  ports:"),
+    );
+    env.wait_for("the instance to be replaced", WAIT, |env| {
+        env.container_id(&containers[0]).is_some_and(|id| id != before)
+    });
+    let (rolled, port3, flag3) = wait_served(&env, &a, "web");
+    assert_eq!((port3, flag3.as_str()), (port, flag.as_str()));
+    assert_eq!(rolled["expiresAt"], view["expiresAt"]);
+    assert_eq!(docker(&["exec", &containers[0], "printenv", "EDITED"]), "1");
+
     // Renew moves the expiry, once; the second is refused.
     std::thread::sleep(Duration::from_secs(1));
     let (code, renewed, _) = env
