@@ -12,6 +12,8 @@ mod error;
 pub mod hooks;
 mod info;
 mod instances;
+#[cfg(test)]
+mod instances_tests;
 mod manage;
 mod notification;
 pub mod openapi;
