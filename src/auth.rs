@@ -1,9 +1,11 @@
 //! Authentication: roles, JWT claims, signing keys, minting and verifying tokens, and the axum
-//! extractors ([`RequireViewer`], [`RequireAuthor`], [`RequireAdmin`]) that guard API routes.
+//! extractors ([`RequirePlayer`], [`RequireViewer`], [`RequireAuthor`], [`RequireAdmin`]) that
+//! guard API routes.
 //!
 //! Tokens are HS256 JWTs signed with one shared secret (`BEAST_JWT_SECRET` or a file). The
 //! algorithm is pinned (a token's own `alg` header is never trusted), `exp` is required and the
-//! leeway is [`LEEWAY_SECS`]. Roles are ordered `viewer < author < admin`.
+//! leeway is [`LEEWAY_SECS`]. Roles are ordered `player < viewer < author < admin`. A player token
+//! carries a `team` claim (SPEC §8) and no other role does; a token that breaks this is refused.
 //!
 //! [`Auth`] is what the API keeps in its state: the keys, or nothing when the operator runs with
 //! `--no-auth`, in which case every request is an anonymous admin.
@@ -62,8 +64,14 @@ pub enum AuthError {
          (e.g. `openssl rand -hex 32`)"
     )]
     ShortSecret { len: usize },
-    #[error("unknown role {0:?}: expected viewer, author or admin")]
+    #[error("unknown role {0:?}: expected player, viewer, author or admin")]
     UnknownRole(String),
+    #[error("invalid team: {0}")]
+    InvalidTeam(String),
+    #[error("a player token needs a team (--team, or \"team\" when minting through the API)")]
+    NoTeam,
+    #[error("only a player token carries a team; a {0} token acts for any team with ?team=")]
+    TeamOnRole(Role),
     #[error("invalid subject: {0}")]
     InvalidSubject(&'static str),
     #[error("invalid ttl: {0}")]
@@ -84,9 +92,14 @@ pub enum AuthError {
     MissingClaim(String),
     #[error("token is malformed")]
     Malformed,
+    #[error("player token without a team claim")]
+    PlayerWithoutTeam,
+    #[error("only a player token may carry a team claim")]
+    TeamWithoutPlayer,
 }
 
-/// What a caller may do. The order is meaningful: `Viewer < Author < Admin`.
+/// What a caller may do. The order is meaningful: `Player < Viewer < Author < Admin` (the
+/// declaration order: keep it).
 #[derive(
     Debug,
     Clone,
@@ -102,6 +115,8 @@ pub enum AuthError {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// A CTF team: the info namespace and its own team's instances only.
+    Player,
     Viewer,
     Author,
     Admin,
@@ -110,6 +125,7 @@ pub enum Role {
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Player => "player",
             Role::Viewer => "viewer",
             Role::Author => "author",
             Role::Admin => "admin",
@@ -128,6 +144,7 @@ impl FromStr for Role {
 
     fn from_str(s: &str) -> Result<Role, AuthError> {
         match s.trim().to_ascii_lowercase().as_str() {
+            "player" => Ok(Role::Player),
             "viewer" => Ok(Role::Viewer),
             "author" => Ok(Role::Author),
             "admin" => Ok(Role::Admin),
@@ -143,6 +160,9 @@ pub struct Claims {
     pub role: Role,
     pub iat: u64,
     pub exp: u64,
+    /// The team a player acts for; only player tokens carry one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
 }
 
 impl Claims {
@@ -161,7 +181,26 @@ impl Claims {
             role,
             iat: now,
             exp,
+            team: None,
         })
+    }
+
+    /// The same claims acting for `team`: required for a player, refused for any other role.
+    pub fn with_team(mut self, team: Option<&str>) -> Result<Claims, AuthError> {
+        match (self.role, team) {
+            (Role::Player, Some(team)) => {
+                crate::instances::check_team(team)
+                    .map_err(|e| AuthError::InvalidTeam(e.to_string()))?;
+                self.team = Some(team.to_string());
+                Ok(self)
+            }
+            (Role::Player, None) => Err(AuthError::NoTeam),
+            (role, Some(_)) => Err(AuthError::TeamOnRole(role)),
+            (_, None) => {
+                self.team = None;
+                Ok(self)
+            }
+        }
     }
 
     /// The caller of every request when authentication is disabled: an admin that never expires.
@@ -171,6 +210,7 @@ impl Claims {
             role: Role::Admin,
             iat: 0,
             exp: u64::MAX,
+            team: None,
         }
     }
 }
@@ -237,11 +277,21 @@ impl Keys {
             .claims;
         // The validation already required `sub` and `exp`; `role` is ours to require.
         let missing = |claim: &str| AuthError::MissingClaim(claim.to_string());
+        let role = raw.role.ok_or_else(|| missing("role"))?;
+        match (role, &raw.team) {
+            (Role::Player, None) => return Err(AuthError::PlayerWithoutTeam),
+            (Role::Player, Some(team)) if crate::instances::check_team(team).is_err() => {
+                return Err(AuthError::Malformed)
+            }
+            (Role::Player, Some(_)) | (_, None) => {}
+            (_, Some(_)) => return Err(AuthError::TeamWithoutPlayer),
+        }
         Ok(Claims {
             sub: raw.sub.ok_or_else(|| missing("sub"))?,
-            role: raw.role.ok_or_else(|| missing("role"))?,
+            role,
             iat: raw.iat.unwrap_or(0),
             exp: raw.exp.ok_or_else(|| missing("exp"))?,
+            team: raw.team,
         })
     }
 }
@@ -254,6 +304,7 @@ struct RawClaims {
     role: Option<Role>,
     iat: Option<u64>,
     exp: Option<u64>,
+    team: Option<String>,
 }
 
 /// Why a token is refused, in words fit for the client.
@@ -303,9 +354,22 @@ fn read_secret_file(path: PathBuf) -> Result<Vec<u8>, AuthError> {
     Ok(bytes)
 }
 
-/// Mints a token for `subject` with `role` that expires `ttl` from now.
+/// Mints a token for `subject` with `role` that expires `ttl` from now (not a player: see
+/// [`mint_for_team`]).
 pub fn mint(keys: &Keys, role: Role, subject: &str, ttl: Duration) -> Result<String, AuthError> {
-    keys.sign(&Claims::new(role, subject, ttl, now())?)
+    keys.sign(&Claims::new(role, subject, ttl, now())?.with_team(None)?)
+}
+
+/// Mints a token with `role` and, for a player, the `team` it acts for (required for a player,
+/// refused for any other role).
+pub fn mint_for_team(
+    keys: &Keys,
+    role: Role,
+    subject: &str,
+    team: Option<&str>,
+    ttl: Duration,
+) -> Result<String, AuthError> {
+    keys.sign(&Claims::new(role, subject, ttl, now())?.with_team(team)?)
 }
 
 /// Verifies a token; see [`Keys::verify`].
@@ -404,7 +468,12 @@ macro_rules! require_role {
 }
 
 require_role!(
-    /// Any valid token (viewer, author or admin).
+    /// Any valid token (player, viewer, author or admin): the info namespace and instances.
+    RequirePlayer,
+    Role::Player
+);
+require_role!(
+    /// A token with the viewer role or above (a player is refused).
     RequireViewer,
     Role::Viewer
 );
@@ -431,11 +500,13 @@ mod tests {
 
     #[test]
     fn roles_are_ordered_and_parse() {
+        assert!(Role::Player < Role::Viewer);
         assert!(Role::Viewer < Role::Author && Role::Author < Role::Admin);
+        assert_eq!("player".parse::<Role>().unwrap(), Role::Player);
         assert_eq!("Admin".parse::<Role>().unwrap(), Role::Admin);
         assert_eq!(" viewer ".parse::<Role>().unwrap(), Role::Viewer);
         let err = "root".parse::<Role>().unwrap_err().to_string();
-        assert!(err.contains("\"root\"") && err.contains("viewer, author or admin"));
+        assert!(err.contains("\"root\"") && err.contains("player, viewer, author or admin"));
         assert_eq!(serde_json::to_string(&Role::Author).unwrap(), "\"author\"");
     }
 
@@ -522,6 +593,63 @@ mod tests {
         assert!(matches!(
             load_secret(None, Some(dir.path().join("missing"))),
             Err(AuthError::SecretFile { .. })
+        ));
+    }
+
+    #[test]
+    fn a_player_token_carries_its_team_and_no_other_role_does() {
+        let keys = keys();
+        let t = mint_for_team(
+            &keys,
+            Role::Player,
+            "t1",
+            Some("team-1"),
+            Duration::from_secs(60),
+        );
+        let claims = verify(&keys, &t.unwrap()).unwrap();
+        assert_eq!(
+            (claims.role, claims.team.as_deref()),
+            (Role::Player, Some("team-1"))
+        );
+        // Other roles serialise no team claim at all.
+        let admin = mint(&keys, Role::Admin, "a", Duration::from_secs(60)).unwrap();
+        assert_eq!(verify(&keys, &admin).unwrap().team, None);
+        let payload = admin.split('.').nth(1).unwrap();
+        use base64::Engine;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap();
+        assert!(!String::from_utf8(payload).unwrap().contains("team"));
+        // Minting refuses a player without a team and a team on another role.
+        let ttl = Duration::from_secs(60);
+        assert!(matches!(
+            mint_for_team(&keys, Role::Player, "p", None, ttl),
+            Err(AuthError::NoTeam)
+        ));
+        assert!(matches!(
+            mint(&keys, Role::Player, "p", ttl),
+            Err(AuthError::NoTeam)
+        ));
+        assert!(matches!(
+            mint_for_team(&keys, Role::Author, "p", Some("t"), ttl),
+            Err(AuthError::TeamOnRole(Role::Author))
+        ));
+        assert!(matches!(
+            mint_for_team(&keys, Role::Player, "p", Some(""), ttl),
+            Err(AuthError::InvalidTeam(_))
+        ));
+        // Signed tokens that break the rule are refused when presented.
+        let now = now();
+        let mut bare = Claims::new(Role::Player, "p", ttl, now).unwrap();
+        assert!(matches!(
+            keys.verify(&keys.sign(&bare).unwrap()),
+            Err(AuthError::PlayerWithoutTeam)
+        ));
+        bare.role = Role::Viewer;
+        bare.team = Some("t".into());
+        assert!(matches!(
+            keys.verify(&keys.sign(&bare).unwrap()),
+            Err(AuthError::TeamWithoutPlayer)
         ));
     }
 

@@ -70,6 +70,10 @@ pub enum Command {
     /// Print a challenge's container logs (client).
     #[command(after_long_help = CLIENT_HELP)]
     Logs(LogsArgs),
+    /// Per-team instances: list, get, create, renew or delete (client).
+    Instances(InstancesArgs),
+    /// Dynamic flags: who a flag was issued to, for flag-sharing detection (client).
+    Flags(FlagsArgs),
     /// Print the shell completion script, e.g. `beast completions bash > /etc/bash_completion.d/beast`.
     Completions {
         /// The shell to complete for.
@@ -194,6 +198,77 @@ pub struct LogsArgs {
     pub build: bool,
 }
 
+#[derive(Debug, Args, Clone)]
+pub struct InstancesArgs {
+    #[command(subcommand)]
+    pub verb: InstancesVerb,
+}
+
+/// What to do with per-team instances. A player token acts for its own team; an author or
+/// admin names the team with --team.
+#[derive(Debug, Subcommand, Clone)]
+pub enum InstancesVerb {
+    /// List live instances (a player sees its team's only).
+    #[command(after_long_help = CLIENT_HELP)]
+    List(InstancesListArgs),
+    /// Show the team's instance of a challenge.
+    #[command(after_long_help = CLIENT_HELP)]
+    Get(InstanceArgs),
+    /// Start an instance of a challenge for the team.
+    #[command(after_long_help = CLIENT_HELP)]
+    Create(InstanceArgs),
+    /// Push the team's instance's expiry to now + ttl (up to maxRenewals).
+    #[command(after_long_help = CLIENT_HELP)]
+    Renew(InstanceArgs),
+    /// Remove the team's instance.
+    #[command(after_long_help = CLIENT_HELP)]
+    Delete(InstanceArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct InstancesListArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Only this team's.
+    #[arg(long)]
+    pub team: Option<String>,
+    /// Only this challenge's.
+    #[arg(long)]
+    pub challenge: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct InstanceArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The challenge.
+    pub name: String,
+    /// The team (needed with an author or admin token; a player token names its own).
+    #[arg(long)]
+    pub team: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct FlagsArgs {
+    #[command(subcommand)]
+    pub verb: FlagsVerb,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum FlagsVerb {
+    /// Which team (challenge, instance) a dynamic flag was issued to; exit 1 if none (author).
+    #[command(after_long_help = CLIENT_HELP)]
+    Lookup(FlagLookupArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct FlagLookupArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The flag as a team submitted it.
+    pub flag: String,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -215,10 +290,13 @@ pub struct SecretArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct TokenArgs {
-    /// viewer, author or admin.
+    /// player, viewer, author or admin.
     #[arg(long)]
     pub role: Role,
-    /// Who the token is for (default: the role's name).
+    /// The team a player token acts for (required with --role player, refused otherwise).
+    #[arg(long, required_if_eq("role", "player"))]
+    pub team: Option<String>,
+    /// Who the token is for (default: the team for a player, else the role's name).
     #[arg(long)]
     pub subject: Option<String>,
     /// How long the token lives (humantime, e.g. 1h, 7d).

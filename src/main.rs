@@ -65,6 +65,8 @@ fn main() -> ExitCode {
             Command::Undeploy(args) => Ok(client::action(Action::Undeploy, args).await),
             Command::Redeploy(args) => Ok(client::action(Action::Redeploy, args).await),
             Command::Logs(args) => Ok(client::logs(args).await),
+            Command::Instances(args) => Ok(client::instances(args.verb).await),
+            Command::Flags(args) => Ok(client::flags(args.verb).await),
         }
     });
     match result {
@@ -169,8 +171,15 @@ fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
     let keys = keys(&args.secret)?;
     let subject = args
         .subject
+        .or_else(|| args.team.clone())
         .unwrap_or_else(|| args.role.as_str().to_string());
-    let token = auth::mint(&keys, args.role, &subject, args.ttl.into())?;
+    let token = auth::mint_for_team(
+        &keys,
+        args.role,
+        &subject,
+        args.team.as_deref(),
+        args.ttl.into(),
+    )?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
 }

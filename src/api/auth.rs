@@ -4,6 +4,9 @@
 //! caller's and it expires no later than the caller's token. Only an admin may name another
 //! subject. A `ttl` that would outlive the presented token is refused (403), not clamped, so a
 //! client never holds a token that dies earlier than it asked for without knowing.
+//!
+//! Player tokens (SPEC §8): only an admin mints one for a team (how a CTF platform acts for its
+//! teams); a player may exchange its own token for a shorter one of the same team, nothing else.
 
 use std::time::Duration;
 
@@ -16,15 +19,16 @@ use serde::{Deserialize, Serialize};
 
 use super::openapi::{Api, Op};
 use super::ApiError;
-use crate::auth::{now, Auth, AuthError, Claims, RequireViewer, Role};
+use crate::auth::{now, Auth, AuthError, Claims, RequirePlayer, Role};
 
 pub fn routes() -> Api {
     Api::new("auth").route(
         "/api/v1/auth/token",
         post(exchange),
         [
-            Op::post("Exchange a valid token for a narrower or shorter one")
-                .role("viewer")
+            Op::post("Exchange a valid token for a narrower or shorter one; an admin mints player tokens for a team")
+                .role("player")
+                .example(r#"{"role": "player", "team": "team-1", "ttl": "48h"}"#)
                 .body::<TokenRequest>(false)
                 .json::<TokenResponse>(200),
         ],
@@ -39,8 +43,12 @@ struct TokenRequest {
     role: Option<Role>,
     /// humantime, e.g. `1h`; defaults to the rest of the caller's token's life.
     ttl: Option<String>,
-    /// Defaults to the caller's subject; only an admin may choose another.
+    /// Defaults to the caller's subject (the team, for a player token minted by an admin); only
+    /// an admin may choose another.
     subject: Option<String>,
+    /// The team of a player token: required when an admin mints one, refused for other roles.
+    /// A player's own team is kept (naming another is refused).
+    team: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -49,12 +57,15 @@ struct TokenResponse {
     token: String,
     role: Role,
     subject: String,
+    /// The team of a player token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    team: Option<String>,
     /// RFC 3339.
     expires_at: String,
 }
 
 async fn exchange(
-    RequireViewer(caller): RequireViewer,
+    RequirePlayer(caller): RequirePlayer,
     State(auth): State<Auth>,
     body: Bytes,
 ) -> Result<Json<TokenResponse>, ApiError> {
@@ -68,10 +79,11 @@ async fn exchange(
     let token = keys
         .sign(&claims)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    tracing::info!(caller = %caller.sub, subject = %claims.sub, role = %claims.role, exp = claims.exp, "token exchanged");
+    tracing::info!(caller = %caller.sub, subject = %claims.sub, role = %claims.role, team = claims.team.as_deref().unwrap_or(""), exp = claims.exp, "token exchanged");
     Ok(Json(TokenResponse {
         token,
         role: claims.role,
+        team: claims.team.clone(),
         expires_at: rfc3339(claims.exp)?,
         subject: claims.sub,
     }))
@@ -93,7 +105,12 @@ fn narrow(caller: &Claims, request: TokenRequest, now: u64) -> Result<Claims, Ap
             caller.role
         )));
     }
-    let subject = request.subject.unwrap_or_else(|| caller.sub.clone());
+    let team = team_of(caller, role, request.team)?;
+    let subject = match (request.subject, &team) {
+        (Some(subject), _) => subject,
+        (None, Some(team)) if caller.role == Role::Admin => team.clone(),
+        (None, _) => caller.sub.clone(),
+    };
     if subject != caller.sub && caller.role < Role::Admin {
         return Err(ApiError::Forbidden(
             "only an admin may mint a token for another subject".to_string(),
@@ -116,7 +133,39 @@ fn narrow(caller: &Claims, request: TokenRequest, now: u64) -> Result<Claims, Ap
             ttl
         }
     };
-    Claims::new(role, &subject, ttl, now).map_err(|e| ApiError::BadRequest(e.to_string()))
+    Claims::new(role, &subject, ttl, now)
+        .and_then(|c| c.with_team(team.as_deref()))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// The team of the token `caller` asked for with `role`: a player keeps its own; only an admin
+/// mints a player token for a team.
+fn team_of(caller: &Claims, role: Role, team: Option<String>) -> Result<Option<String>, ApiError> {
+    if role != Role::Player {
+        return match team {
+            Some(_) => Err(ApiError::BadRequest(format!(
+                "only a player token carries a team; a {role} token acts for any team"
+            ))),
+            None => Ok(None),
+        };
+    }
+    if caller.role == Role::Player {
+        return match team {
+            Some(team) if Some(&team) != caller.team.as_ref() => Err(ApiError::Forbidden(
+                "a player token cannot mint a token for another team".to_string(),
+            )),
+            _ => Ok(caller.team.clone()),
+        };
+    }
+    if caller.role < Role::Admin {
+        return Err(ApiError::Forbidden(
+            "only an admin may mint a player token".to_string(),
+        ));
+    }
+    match team {
+        Some(team) => Ok(Some(team)),
+        None => Err(ApiError::BadRequest(AuthError::NoTeam.to_string())),
+    }
 }
 
 fn rfc3339(unix: u64) -> Result<String, ApiError> {
@@ -328,6 +377,7 @@ mod tests {
             role: Role::Admin,
             iat: now - 7200,
             exp: now - LEEWAY_SECS - 60,
+            team: None,
         };
         let expired = keys().sign(&claims).unwrap();
         let reply = get_status(Some(&expired)).await;
@@ -550,6 +600,73 @@ mod tests {
             .contains("--no-auth"));
     }
 
+    #[tokio::test]
+    async fn an_admin_mints_player_tokens_for_a_team() {
+        let admin = token(Role::Admin);
+        let reply = exchange_with(
+            &admin,
+            r#"{"role": "player", "team": "team-1", "ttl": "1h"}"#,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.body["team"], "team-1");
+        assert_eq!(reply.body["subject"], "team-1");
+        let player = reply.body["token"].as_str().unwrap().to_string();
+        let claims = verify(&keys(), &player).unwrap();
+        assert_eq!(
+            (claims.role, claims.team.as_deref()),
+            (Role::Player, Some("team-1"))
+        );
+        // A player token reaches no viewer route.
+        assert_eq!(
+            get_status(Some(&player)).await.status,
+            StatusCode::FORBIDDEN
+        );
+        // A player may shorten its own token, keeping its team; never for another team.
+        let reply = exchange_with(&player, r#"{"ttl": "10m"}"#).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.body["team"], "team-1");
+        let reply = exchange_with(&player, r#"{"team": "team-2"}"#).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN);
+        let reply = exchange_with(&player, r#"{"role": "viewer"}"#).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN);
+        // Only an admin mints player tokens; a team needs the player role and vice versa.
+        let author = token(Role::Author);
+        let reply = exchange_with(&author, r#"{"role": "player", "team": "t"}"#).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+        let reply = exchange_with(&admin, r#"{"role": "player"}"#).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+        let reply = exchange_with(&admin, r#"{"role": "viewer", "team": "t"}"#).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+        let reply = exchange_with(&admin, r#"{"role": "player", "team": ""}"#).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    }
+
+    #[tokio::test]
+    async fn a_player_token_without_a_team_is_401() {
+        let now = now();
+        let claims = json!({"sub": "p", "role": "player", "iat": now, "exp": now + 60});
+        let teamless = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        let reply = send(
+            secured(),
+            "GET",
+            "/api/v1/info/challenges",
+            Some(&teamless),
+            "",
+        )
+        .await;
+        assert_invalid_token(&reply);
+        assert_eq!(
+            reply.body["error"]["message"],
+            "player token without a team claim"
+        );
+    }
+
     #[test]
     fn narrow_refuses_an_expired_caller() {
         let caller = Claims {
@@ -557,6 +674,7 @@ mod tests {
             role: Role::Admin,
             iat: 0,
             exp: 100,
+            team: None,
         };
         let err = narrow(&caller, TokenRequest::default(), 100).unwrap_err();
         assert!(matches!(err, ApiError::Unauthorized(_)));

@@ -1,4 +1,4 @@
-//! The info namespace (viewer): what players may see of deployed challenges — description,
+//! The info namespace (any token, players included): what players may see of deployed challenges — description,
 //! category, points, tags, hints, connection details and attachments (download URL, size,
 //! sha256). Never the flag, the env or the image.
 
@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::digest;
 use super::openapi::{Api, Content, Op};
 use super::{ApiError, AppState, Items};
-use crate::auth::RequireViewer;
+use crate::auth::RequirePlayer;
 use crate::desired::Entry;
 use crate::model::Attachment;
 
@@ -24,14 +24,14 @@ pub fn routes() -> Api {
             "/api/v1/info/challenges",
             get(list),
             [Op::get("Player-safe view of deployed challenges")
-                .role("viewer")
+                .role("player")
                 .json::<Items<Info>>(200)],
         )
         .route(
             "/api/v1/info/challenges/{name}",
             get(one),
             [Op::get("Player-safe view of one challenge")
-                .role("viewer")
+                .role("player")
                 .json::<Info>(200)
                 .errors(&[404])],
         )
@@ -39,7 +39,7 @@ pub fn routes() -> Api {
             "/api/v1/info/challenges/{name}/attachments/{*file}",
             get(attachment),
             [Op::get("Download an attachment (ETag, content type)")
-                .role("viewer")
+                .role("player")
                 .header(
                     "If-None-Match",
                     "The ETag of a copy the client holds: 304 if current",
@@ -172,7 +172,7 @@ fn info(state: &AppState, entry: &Entry) -> Option<Info> {
 }
 
 async fn list(
-    _: RequireViewer,
+    _: RequirePlayer,
     State(state): State<AppState>,
 ) -> Result<Json<Items<Info>>, ApiError> {
     let items = blocking(move || {
@@ -188,7 +188,7 @@ async fn list(
 }
 
 async fn one(
-    _: RequireViewer,
+    _: RequirePlayer,
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Info>, ApiError> {
@@ -213,7 +213,7 @@ async fn blocking<T: Send + 'static>(
 /// A player's download of one attachment: only files the manifest lists are served (so no
 /// path can reach anything else), re-checked on disk against the manifest's folder.
 async fn attachment(
-    _: RequireViewer,
+    _: RequirePlayer,
     State(state): State<AppState>,
     UrlPath((name, file)): UrlPath<(String, String)>,
     headers: axum::http::HeaderMap,

@@ -1,6 +1,7 @@
 //! The HTTP API: `fn router(state) -> Router`, handlers grouped by namespace in small files.
 //!
-//! Namespaces: auth, manage (author), status and info (viewer), notification (viewer / admin),
+//! Namespaces: auth, manage (author), status (viewer), info (any token, players included),
+//! instances (players for their team, authors and admins for any), notification (viewer / admin),
 //! hooks (no token: authenticated by the webhook secret), plus `/healthz` and `/readyz` (open).
 //! Handlers read shared state and act through the [`Control`] seam; they never talk to the
 //! engine. Routes are guarded by the extractors of [`crate::auth`].
@@ -10,6 +11,9 @@ mod digest;
 mod error;
 pub mod hooks;
 mod info;
+mod instances;
+#[cfg(test)]
+mod instances_tests;
 mod manage;
 mod notification;
 pub mod openapi;
@@ -142,6 +146,8 @@ pub struct AppState {
     pub git_hook: Option<GitHook>,
     /// The git source (`--git`), for the status view: its commit, last sync and last error.
     pub git: Option<Arc<GitSource>>,
+    /// Per-team instances (SPEC §8); `None` answers the instances routes with 404.
+    pub instances: Option<Arc<crate::instances::Instances>>,
 }
 
 impl FromRef<AppState> for Auth {
@@ -176,6 +182,7 @@ impl AppState {
                 .unwrap_or_else(|e| panic!("test webhooks: {e}")),
             git_hook: None,
             git: None,
+            instances: None,
         }
     }
 }
@@ -218,6 +225,7 @@ pub fn api() -> Api {
         .merge(status::routes())
         .merge(manage::routes())
         .merge(info::routes())
+        .merge(instances::routes())
         .merge(notification::routes())
         .merge(hooks::routes())
 }

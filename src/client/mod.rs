@@ -1,5 +1,6 @@
 //! The API client verbs of the command line (SPEC §4): `apply`, `get`, `describe`, `delete`,
-//! `deploy`, `undeploy`, `redeploy` and `logs`, speaking the v1 HTTP API of `docs/api.md`.
+//! `deploy`, `undeploy`, `redeploy` and `logs`, plus `instances ...` and `flags lookup`
+//! (SPEC §8), speaking the v1 HTTP API of `docs/api.md`.
 //!
 //! [`http`] sends requests and turns failures into [`ClientError`]s; [`verbs`] does one verb each,
 //! writing to any `Write`; [`render`] turns the server's JSON into tables and describe pages.
@@ -7,6 +8,7 @@
 //! (0 ok, 1 refused or failed, 3 unreachable; clap uses 2 for usage errors).
 
 pub mod http;
+pub mod instances;
 pub mod render;
 pub mod verbs;
 
@@ -16,7 +18,9 @@ mod testserver;
 use std::io::Write;
 use std::process::ExitCode;
 
-use crate::cli::{ActionArgs, ApplyArgs, ClientArgs, GetArgs, LogsArgs, NameArgs};
+use crate::cli::{
+    ActionArgs, ApplyArgs, ClientArgs, FlagsVerb, GetArgs, InstancesVerb, LogsArgs, NameArgs,
+};
 pub use http::Client;
 pub use verbs::Action;
 
@@ -179,6 +183,58 @@ pub async fn logs(args: LogsArgs) -> ExitCode {
             build: args.build,
         };
         verbs::logs(&client, &args.name, &query, &mut std::io::stdout()).await
+    };
+    report(run.await)
+}
+
+/// `beast instances list|get|create|renew|delete`.
+pub async fn instances(verb: InstancesVerb) -> ExitCode {
+    use instances::InstanceVerb;
+    let run = async {
+        let mut out = std::io::stdout();
+        let (verb, args) = match verb {
+            InstancesVerb::List(args) => {
+                let client = connect(&args.client)?;
+                return instances::list(
+                    &client,
+                    args.team.as_deref(),
+                    args.challenge.as_deref(),
+                    args.client.output,
+                    &mut out,
+                )
+                .await;
+            }
+            InstancesVerb::Get(args) => (InstanceVerb::Get, args),
+            InstancesVerb::Create(args) => (InstanceVerb::Create, args),
+            InstancesVerb::Renew(args) => (InstanceVerb::Renew, args),
+            InstancesVerb::Delete(args) => (InstanceVerb::Delete, args),
+        };
+        let client = connect(&args.client)?;
+        instances::act(
+            &client,
+            verb,
+            &args.name,
+            args.team.as_deref(),
+            args.client.output,
+            &mut out,
+        )
+        .await
+    };
+    report(run.await)
+}
+
+/// `beast flags lookup FLAG`.
+pub async fn flags(verb: FlagsVerb) -> ExitCode {
+    let FlagsVerb::Lookup(args) = verb;
+    let run = async {
+        let client = connect(&args.client)?;
+        instances::lookup(
+            &client,
+            &args.flag,
+            args.client.output,
+            &mut std::io::stdout(),
+        )
+        .await
     };
     report(run.await)
 }

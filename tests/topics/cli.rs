@@ -123,6 +123,25 @@ fn token_prints_only_a_token_that_verifies() {
 }
 
 #[test]
+fn token_mints_a_player_token_for_a_team_and_nothing_else_takes_one() {
+    let env = [("BEAST_JWT_SECRET", TEST_SECRET)];
+    let (code, out, err) = beast_env(&["token", "--role", "player", "--team", "team-7"], &env);
+    assert_eq!(code, 0, "{err}");
+    let keys = beast::auth::Keys::new(TEST_SECRET.as_bytes()).unwrap();
+    let claims = beast::auth::verify(&keys, out.trim()).unwrap();
+    assert_eq!(claims.role, beast::auth::Role::Player);
+    assert_eq!(claims.team.as_deref(), Some("team-7"));
+    assert_eq!(claims.sub, "team-7");
+    // A player needs a team (a usage error); another role refuses one.
+    let (code, out, err) = beast_env(&["token", "--role", "player"], &env);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(err.contains("--team"), "{err}");
+    let (code, out, err) = beast_env(&["token", "--role", "admin", "--team", "x"], &env);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("only a player token carries a team"), "{err}");
+}
+
+#[test]
 fn token_reads_a_secret_file_and_refuses_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("secret");
