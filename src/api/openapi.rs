@@ -190,7 +190,8 @@ impl Api {
     }
 }
 
-/// The schema of every error body: `{"error": {"code", "message", "details"?}}`.
+/// The schema of every error body: `{"error": {"code", "message", "details"?}}`, plus the live
+/// `instance` of a 409 at an instance limit.
 fn error_schema() -> Value {
     json!({
         "type": "object",
@@ -203,7 +204,9 @@ fn error_schema() -> Value {
                 "message": {"type": "string"},
                 "details": {"type": "array", "items": {"type": "string"}}
             }
-        }}
+        },
+        "instance": {"type": "object",
+                     "description": "the team's live instance (409 at spec.instances.maxPerTeam)"}}
     })
 }
 
