@@ -464,7 +464,7 @@ pub async fn run<R: Runtime>(
         webhooks,
         git_hook,
         git,
-        instances: None,
+        instances: Some(instances.clone()),
     });
     let mut stop = stop_rx.clone();
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -264,11 +264,15 @@ fn limits_renewals_deletion_and_healing() {
     let before = env.container_id(&containers[0]).unwrap();
     env.write(
         "web.yaml",
-        &per_team("web", "    ttl: 10m\n    maxRenewals: 1\n    maxPerTeam: 1\n    maxTotal: 2\n")
-            .replace("  ports:", "  env: {EDITED: \"1\"}\n  ports:"),
+        &per_team(
+            "web",
+            "    ttl: 10m\n    maxRenewals: 1\n    maxPerTeam: 1\n    maxTotal: 2\n",
+        )
+        .replace("  ports:", "  env: {EDITED: \"1\"}\n  ports:"),
     );
     env.wait_for("the instance to be replaced", WAIT, |env| {
-        env.container_id(&containers[0]).is_some_and(|id| id != before)
+        env.container_id(&containers[0])
+            .is_some_and(|id| id != before)
     });
     let (rolled, port3, flag3) = wait_served(&env, &a, "web");
     assert_eq!((port3, flag3.as_str()), (port, flag.as_str()));
