@@ -162,7 +162,7 @@ fn ten_teams_get_their_own_ports_and_flags_and_cannot_reach_each_other() {
     // Labels and the env delivery.
     let c1 = instance_containers(&env, "team-1");
     assert_eq!(c1.len(), 1, "{c1:?}");
-    let env_flag = docker(&["exec", &c1[0], "printenv", "FLAG"]);
+    let env_flag = docker(&["exec", &c1[0], "sh", "-c", "echo $FLAG"]);
     assert_eq!(env_flag, flags[0]);
     // A player is scoped: no status, no manage, no events.
     for path in ["/api/v1/status/challenges", "/api/v1/manage/challenges"] {
@@ -277,7 +277,7 @@ fn limits_renewals_deletion_and_healing() {
     let (rolled, port3, flag3) = wait_served(&env, &a, "web");
     assert_eq!((port3, flag3.as_str()), (port, flag.as_str()));
     assert_eq!(rolled["expiresAt"], view["expiresAt"]);
-    assert_eq!(docker(&["exec", &containers[0], "printenv", "EDITED"]), "1");
+    assert_eq!(docker(&["exec", &containers[0], "sh", "-c", "echo $EDITED"]), "1");
 
     // Renew moves the expiry, once; the second is refused.
     std::thread::sleep(Duration::from_secs(1));
