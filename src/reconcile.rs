@@ -1072,9 +1072,17 @@ impl<R: Runtime> Reconciler<R> {
                 return;
             }
             if wanted == 0 {
-                s.phase = if is_static { Phase::Running } else { Phase::Stopped };
-                let (reason, msg) = if is_static { ("Static", "static challenge: nothing to run") } else { ("ScaledToZero", "spec.replicas is 0") };
-                s.set_condition("Ready", Some(is_static), reason, msg);
+                let per_team = entry.spec.as_ref().is_some_and(|c| c.per_team());
+                let idle = is_static || per_team;
+                s.phase = if idle { Phase::Running } else { Phase::Stopped };
+                let (reason, msg) = if per_team {
+                    ("PerTeam", "runs only as per-team instances, started on demand (GET /api/v1/instances)")
+                } else if is_static {
+                    ("Static", "static challenge: nothing to run")
+                } else {
+                    ("ScaledToZero", "spec.replicas is 0")
+                };
+                s.set_condition("Ready", Some(idle), reason, msg);
                 s.observed_generation = entry.generation;
                 return;
             }

@@ -71,6 +71,13 @@ pub struct Info {
     pub hints: Vec<String>,
     pub connection: Vec<Connection>,
     pub attachments: Vec<AttachmentInfo>,
+    /// Per-team: each team starts its own copy (`POST /api/v1/instances/{name}`); the
+    /// connection is then the instance's.
+    #[serde(rename = "perTeam")]
+    pub per_team: bool,
+    /// An instance's lifetime before renewals, in seconds (per-team challenges only).
+    #[serde(rename = "instanceTtlSeconds", skip_serializing_if = "Option::is_none")]
+    pub instance_ttl_seconds: Option<u64>,
 }
 
 /// One file offered to players. When the file cannot be served right now (missing, unreadable,
@@ -168,6 +175,12 @@ fn info(state: &AppState, entry: &Entry) -> Option<Info> {
             .iter()
             .map(|a| attachment_info(entry, a))
             .collect(),
+        per_team: challenge.per_team(),
+        instance_ttl_seconds: challenge
+            .instances
+            .as_ref()
+            .filter(|i| i.per_team)
+            .map(|i| i.ttl.as_secs()),
     })
 }
 

@@ -557,6 +557,18 @@ impl Validator {
                     self.error(join_key(&at, "file"), "must be an absolute file path");
                     ok = false;
                 }
+                let read_only = spec
+                    .security
+                    .as_ref()
+                    .and_then(|s| s.read_only_root_filesystem)
+                    .unwrap_or(false);
+                if read_only {
+                    self.error(
+                        join_key(&at, "file"),
+                        "cannot be written with spec.security.readOnlyRootFilesystem: true; deliver the flag by env",
+                    );
+                    ok = false;
+                }
             }
             if spec.flag.is_some() {
                 self.error(
@@ -1438,6 +1450,30 @@ mod tests {
         let e = errors("  attachments: [a.txt]\n  services: [{name: db, image: y}]\n  network: {egress: true}\n");
         assert!(has(&e, "spec.services: a static challenge"), "{e:?}");
         assert!(has(&e, "spec.network: a static challenge"), "{e:?}");
+    }
+
+    #[test]
+    fn per_team_instances() {
+        let c = check("  image: x\n  ports: [{port: 1337}]\n  instances:\n    perTeam: true\n    ttl: 5m\n    maxRenewals: 2\n    flag: {template: 'f{x_{random}}', env: FLAG}\n").unwrap();
+        let i = c.instances.clone().unwrap();
+        assert!(i.per_team && c.per_team());
+        assert_eq!(i.ttl, Duration::from_secs(300));
+        assert_eq!((i.max_renewals, i.max_per_team, i.max_total), (2, 1, 100));
+        assert_eq!(i.flag.unwrap().env.as_deref(), Some("FLAG"));
+        let e = errors("  image: x\n  flag: 'f{static}'\n  ports: [{port: 1, hostPort: 31000}]\n  security: {readOnlyRootFilesystem: true}\n  instances:\n    perTeam: true\n    ttl: soon\n    maxPerTeam: 0\n    flag: {template: 'no-random', file: flag.txt}\n");
+        for needle in [
+            "spec.instances.ttl: invalid duration",
+            "spec.instances.maxPerTeam: must be 1-100",
+            "spec.instances.perTeam: per-team instances cannot share a fixed hostPort",
+            "spec.instances.flag.template: must contain {random} exactly once",
+            "spec.instances.flag.file: must be an absolute file path",
+            "spec.instances.flag.file: cannot be written with spec.security.readOnlyRootFilesystem",
+            "spec.instances.flag.template: set either spec.flag or spec.instances.flag",
+        ] {
+            assert!(has(&e, needle), "missing {needle:?} in {e:#?}");
+        }
+        let e = errors("  image: x\n  instances: {flag: {template: 'a{random}', env: F}}\n");
+        assert!(has(&e, "spec.instances.flag: a dynamic flag needs perTeam: true"), "{e:?}");
     }
 
     #[test]
