@@ -1473,7 +1473,13 @@ mod tests {
             assert!(has(&e, needle), "missing {needle:?} in {e:#?}");
         }
         let e = errors("  image: x\n  instances: {flag: {template: 'a{random}', env: F}}\n");
-        assert!(has(&e, "spec.instances.flag: a dynamic flag needs perTeam: true"), "{e:?}");
+        assert!(
+            has(
+                &e,
+                "spec.instances.flag: a dynamic flag needs perTeam: true"
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -277,7 +277,10 @@ fn limits_renewals_deletion_and_healing() {
     let (rolled, port3, flag3) = wait_served(&env, &a, "web");
     assert_eq!((port3, flag3.as_str()), (port, flag.as_str()));
     assert_eq!(rolled["expiresAt"], view["expiresAt"]);
-    assert_eq!(docker(&["exec", &containers[0], "sh", "-c", "echo $EDITED"]), "1");
+    assert_eq!(
+        docker(&["exec", &containers[0], "sh", "-c", "echo $EDITED"]),
+        "1"
+    );
 
     // Renew moves the expiry, once; the second is refused.
     std::thread::sleep(Duration::from_secs(1));
