@@ -23,6 +23,8 @@ pub struct Sample {
     /// A counter (monotonic) or a gauge.
     pub counter: bool,
     pub value: u64,
+    /// A gauge by one label instead of `value`: (label name, [(label value, value)]).
+    pub by: Option<(&'static str, Vec<(String, u64)>)>,
 }
 
 /// Reads the current values of counters kept elsewhere.
@@ -64,6 +66,20 @@ impl Collector for Live {
             None => Vec::new(),
         };
         for s in samples {
+            if let Some((label, values)) = &s.by {
+                let mut family = encoder.encode_descriptor(
+                    s.name,
+                    s.help,
+                    None,
+                    prometheus_client::metrics::MetricType::Gauge,
+                )?;
+                for (v, value) in values {
+                    let labels = vec![(*label, v.as_str())];
+                    let m = family.encode_family(&labels)?;
+                    ConstGauge::new(i64::try_from(*value).unwrap_or(i64::MAX)).encode(m)?;
+                }
+                continue;
+            }
             if s.counter {
                 let metric = ConstCounter::new(s.value);
                 let m = encoder.encode_descriptor(s.name, s.help, None, metric.metric_type())?;
@@ -166,12 +182,21 @@ mod tests {
                     help: "Heals",
                     counter: true,
                     value: 3,
+                    by: None,
                 },
                 Sample {
                     name: "queue_depth",
                     help: "Queue depth",
                     counter: false,
                     value: 7,
+                    by: None,
+                },
+                Sample {
+                    name: "instances_live_by_challenge",
+                    help: "Live instances",
+                    counter: false,
+                    value: 0,
+                    by: Some(("challenge", vec![("pwn".to_string(), 2)])),
                 },
             ]
         }));
@@ -183,5 +208,9 @@ mod tests {
         assert!(text.contains("beast_api_requests_total{method=\"GET\",route=\"/api/v1/status/challenges\",status=\"200\"} 1"), "{text}");
         assert!(text.contains("beast_heals_total 3"), "{text}");
         assert!(text.contains("beast_queue_depth 7"), "{text}");
+        assert!(
+            text.contains("beast_instances_live_by_challenge{challenge=\"pwn\"} 2"),
+            "{text}"
+        );
     }
 }

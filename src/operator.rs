@@ -627,6 +627,7 @@ fn gauges<R: Runtime>(reconciler: &Reconciler<R>, queue: &WorkQueue<String>) -> 
         help,
         counter,
         value,
+        by: None,
     };
     let mut samples = vec![
         sample(
@@ -694,6 +695,15 @@ fn gauges<R: Runtime>(reconciler: &Reconciler<R>, queue: &WorkQueue<String>) -> 
                 false,
                 live,
             ),
+            Sample {
+                by: Some(("challenge", instances.live_counts().into_iter().collect())),
+                ..sample(
+                    "instances_live_by_challenge",
+                    "Per-team instances alive now, by challenge",
+                    false,
+                    0,
+                )
+            },
             sample(
                 "instance_creates",
                 "Per-team instances created",
