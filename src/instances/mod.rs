@@ -173,6 +173,24 @@ pub fn check_team(team: &str) -> Result<(), InstanceError> {
     Ok(())
 }
 
+/// The team's newest live instance of `challenge` in `book`.
+fn newest_in(book: &Book, challenge: &str, team: &str) -> Result<Record, InstanceError> {
+    book.of(Some(challenge), Some(team))
+        .last()
+        .map(|r| (*r).clone())
+        .ok_or_else(|| InstanceError::NoInstance {
+            challenge: challenge.to_string(),
+            team: team.to_string(),
+        })
+}
+
+/// Makes `next` durable, then the book in memory: a failed write changes nothing.
+fn commit(book: &mut Book, next: Book, file: &std::path::Path) -> Result<(), BookError> {
+    next.save(file)?;
+    *book = next;
+    Ok(())
+}
+
 /// The challenge and instance id of a key `{challenge}.{id}`.
 pub fn split_key(key: &str) -> Option<(&str, &str)> {
     key.rsplit_once('.')
@@ -306,14 +324,7 @@ impl Instances {
     }
 
     fn newest(&self, challenge: &str, team: &str) -> Result<Record, InstanceError> {
-        self.book()
-            .of(Some(challenge), Some(team))
-            .last()
-            .map(|r| (*r).clone())
-            .ok_or_else(|| InstanceError::NoInstance {
-                challenge: challenge.to_string(),
-                team: team.to_string(),
-            })
+        newest_in(&self.book(), challenge, team)
     }
 
     /// Starts a new instance of `challenge` for `team`: durable before it returns.
@@ -403,8 +414,7 @@ impl Instances {
                 );
             }
             next.live.insert(id, record.clone());
-            next.save(&self.file)?;
-            *book = next;
+            commit(&mut book, next, &self.file)?;
             record
         };
         self.counters.creates.fetch_add(1, Ordering::Relaxed);
@@ -421,14 +431,7 @@ impl Instances {
         };
         let record = {
             let mut book = self.book();
-            let current = book
-                .of(Some(challenge), Some(team))
-                .last()
-                .map(|r| (*r).clone())
-                .ok_or_else(|| InstanceError::NoInstance {
-                    challenge: challenge.to_string(),
-                    team: team.to_string(),
-                })?;
+            let current = newest_in(&book, challenge, team)?;
             if current.renewals >= limits.max_renewals {
                 return Err(InstanceError::OutOfRenewals {
                     challenge: challenge.to_string(),
@@ -442,8 +445,7 @@ impl Instances {
             renewed.expires_at = now().saturating_add(ttl);
             let mut next = book.clone();
             next.live.insert(renewed.id.clone(), renewed.clone());
-            next.save(&self.file)?;
-            *book = next;
+            commit(&mut book, next, &self.file)?;
             renewed
         };
         self.counters.renewals.fetch_add(1, Ordering::Relaxed);
@@ -455,18 +457,10 @@ impl Instances {
     pub fn delete(&self, challenge: &str, team: &str) -> Result<InstanceView, InstanceError> {
         let record = {
             let mut book = self.book();
-            let current = book
-                .of(Some(challenge), Some(team))
-                .last()
-                .map(|r| (*r).clone())
-                .ok_or_else(|| InstanceError::NoInstance {
-                    challenge: challenge.to_string(),
-                    team: team.to_string(),
-                })?;
+            let current = newest_in(&book, challenge, team)?;
             let mut next = book.clone();
             next.live.remove(&current.id);
-            next.save(&self.file)?;
-            *book = next;
+            commit(&mut book, next, &self.file)?;
             current
         };
         self.counters.deletes.fetch_add(1, Ordering::Relaxed);
@@ -494,8 +488,7 @@ impl Instances {
             for r in &expired {
                 next.live.remove(&r.id);
             }
-            next.save(&self.file)?;
-            *book = next;
+            commit(&mut book, next, &self.file)?;
             expired
         };
         let mut keys = Vec::new();

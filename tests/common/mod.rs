@@ -474,6 +474,22 @@ impl Drop for Env {
     }
 }
 
+/// The names of `instance`'s networks.
+pub fn networks_of(instance: &str) -> Vec<String> {
+    let filter = format!("label=beast.instance={instance}");
+    docker(&[
+        "network",
+        "ls",
+        "--filter",
+        &filter,
+        "--format",
+        "{{.Name}}",
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
 /// Removes the networks and egress rules of `instance` (the project's own script, which matches
 /// only that instance's labels and rule comments).
 pub fn remove_networks_and_rules(instance: &str) {

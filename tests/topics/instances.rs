@@ -86,21 +86,6 @@ fn instance_containers(env: &Env, team: &str) -> Vec<String> {
     .collect()
 }
 
-fn networks(env: &Env) -> Vec<String> {
-    let filter = format!("label=beast.instance={}", env.instance);
-    docker(&[
-        "network",
-        "ls",
-        "--filter",
-        &filter,
-        "--format",
-        "{{.Name}}",
-    ])
-    .lines()
-    .map(str::to_string)
-    .collect()
-}
-
 #[test]
 fn ten_teams_get_their_own_ports_and_flags_and_cannot_reach_each_other() {
     let _heavy = heavy();
@@ -305,7 +290,9 @@ fn limits_renewals_deletion_and_healing() {
     assert_eq!(code, 202);
     env.wait_for("a's instance to go", WAIT, |env| {
         instance_containers(env, "a").is_empty()
-            && !networks(env).iter().any(|n| n.contains(&format!(".{id}")))
+            && !networks_of(&env.instance)
+                .iter()
+                .any(|n| n.contains(&format!(".{id}")))
     });
     let (code, _, _) = env.call_as(&a, "GET", "/api/v1/instances/web", "").unwrap();
     assert_eq!(code, 404);
@@ -332,7 +319,9 @@ fn expiry_removes_instances_also_across_a_restart_and_a_restart_adopts() {
         .unwrap();
     let short_id = short["id"].as_str().unwrap().to_string();
     env.wait_for("the short instance to expire", WAIT, |env| {
-        !networks(env).iter().any(|n| n.contains(&short_id))
+        !networks_of(&env.instance)
+            .iter()
+            .any(|n| n.contains(&short_id))
             && env
                 .call_as(&t, "GET", "/api/v1/instances/short", "")
                 .is_some_and(|(code, _, _)| code == 404)
@@ -347,7 +336,9 @@ fn expiry_removes_instances_also_across_a_restart_and_a_restart_adopts() {
     std::thread::sleep(Duration::from_secs(9));
     env.start();
     env.wait_for("the instance that expired meanwhile to go", WAIT, |env| {
-        !networks(env).iter().any(|n| n.contains(&short_id))
+        !networks_of(&env.instance)
+            .iter()
+            .any(|n| n.contains(&short_id))
     });
     // The live one was adopted, not recreated, and keeps its flag.
     let (_, port, flag) = wait_served(&env, &t, "long");
