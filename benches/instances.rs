@@ -18,7 +18,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use beast::runtime::docker::DockerRuntime;
@@ -114,7 +114,7 @@ async fn beast_run(n: usize, m: usize) -> Result<(Vec<f64>, Duration), String> {
     .map_err(|e| e.to_string())?;
     let instance = format!("bench-inst-{}", std::process::id());
     let listen = common::free_ports(1)?[0];
-    let mut guard = BeastGuard {
+    let mut guard = common::BeastGuard {
         instance: instance.clone(),
         child: None,
     };
@@ -226,24 +226,6 @@ struct Cleanup(String);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         common::cleanup(&self.0);
-    }
-}
-
-/// Stops `beast run`, then removes everything of its instance.
-struct BeastGuard {
-    instance: String,
-    child: Option<Child>,
-}
-
-impl Drop for BeastGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-        common::cleanup(&self.instance);
     }
 }
 

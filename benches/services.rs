@@ -184,7 +184,7 @@ async fn beast_run(n: usize, round: usize) -> Result<Duration, String> {
     }
     let instance = format!("bench-svc-{}-{round}", std::process::id());
     let listen = common::free_ports(1)?[0];
-    let mut guard = BeastGuard {
+    let mut guard = common::BeastGuard {
         instance: instance.clone(),
         child: None,
     };
@@ -230,25 +230,6 @@ fn manifest(i: usize, port: u16) -> String {
         flow(&MAIN_CMD),
         flow(&SERVICE_CMD),
     )
-}
-
-/// Stops `beast run` and removes the instance's containers and networks when dropped.
-struct BeastGuard {
-    instance: String,
-    child: Option<Child>,
-}
-
-impl Drop for BeastGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-        common::cleanup(&self.instance);
-        common::cleanup_networks(&self.instance);
-    }
 }
 
 fn containers_of(instance: &str) -> Vec<String> {

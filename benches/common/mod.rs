@@ -33,6 +33,25 @@ pub fn build_images() -> Result<(), String> {
     }
 }
 
+/// Stops a `beast run` (SIGTERM, then waits) and removes everything of its instance when dropped,
+/// also when the benchmark fails.
+pub struct BeastGuard {
+    pub instance: String,
+    pub child: Option<std::process::Child>,
+}
+
+impl Drop for BeastGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+        cleanup(&self.instance);
+    }
+}
+
 /// Removes exactly the containers labelled with this run's instance.
 pub fn cleanup(instance: &str) {
     let filter = format!("label=beast.instance={instance}");
