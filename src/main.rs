@@ -11,6 +11,7 @@ use beast::cli::{Cli, Command, LogFormat, PlanArgs, RunArgs, SecretArgs, SourceA
 use beast::client::{self, Action};
 use beast::containers::Defaults;
 use beast::desired::DesiredStore;
+use beast::instances::Instances;
 use beast::netpool::NetPool;
 use beast::operator::{self, GitConfig, RunConfig};
 use beast::policy::Policy;
@@ -262,13 +263,19 @@ async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         pool: pool(&args.source)?,
         default_egress: args.source.default_egress,
     };
+    let status = StatusBoard::new();
     let reconciler = Reconciler::new(
         Arc::new(runtime),
-        store,
-        StatusBoard::new(),
+        store.clone(),
+        status.clone(),
         settings,
         ports,
     );
+    // The live per-team instances are desired state too: without them every instance's
+    // containers would show up as orphans to remove. Read only; nothing expires here.
+    let instances = Instances::open(&args.source.state_dir, store, status, Default::default())
+        .context("reading the per-team instances under --state-dir")?;
+    reconciler.attach_instances(Arc::new(instances));
     let egress = beast::dryrun::EgressCheck {
         default: args.source.default_egress,
         enforceable: beast::egress::Egress::detect(&args.source.instance, &args.iptables)
