@@ -40,21 +40,6 @@ fn service_name(env: &Env, challenge: &str, service: &str) -> String {
     format!("{}_{challenge}_{service}", env.instance)
 }
 
-fn networks_of(instance: &str) -> Vec<String> {
-    let filter = format!("label=beast.instance={instance}");
-    docker(&[
-        "network",
-        "ls",
-        "--filter",
-        &filter,
-        "--format",
-        "{{.Name}}",
-    ])
-    .lines()
-    .map(str::to_string)
-    .collect()
-}
-
 fn ip_of(container: &str) -> String {
     docker(&[
         "inspect",
