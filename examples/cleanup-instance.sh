@@ -15,7 +15,7 @@ if [ -n "$nets" ]; then
   docker network rm $nets >/dev/null 2>&1 || true
 fi
 if command -v iptables >/dev/null 2>&1; then
-  for chain in DOCKER-USER INPUT; do
+  for chain in DOCKER-USER FORWARD INPUT; do
     iptables -w -S "$chain" 2>/dev/null | grep -F "beast:$instance:" | while read -r line; do
       # The rule as listed, with -A turned into -D; comments hold no spaces or quotes but the
       # listing quotes them.

@@ -11,10 +11,15 @@ use ipnet::Ipv4Net;
 
 /// Docker's chain for user rules on forwarded traffic (container → anywhere off its bridge).
 pub const FORWARD_CHAIN: &str = "DOCKER-USER";
+/// The same rule once more at the top of FORWARD itself: Docker 20.10 deletes and re-inserts its
+/// jump to DOCKER-USER whenever it creates or removes any network, and for those milliseconds
+/// forwarded traffic skips DOCKER-USER. The rules Docker inserts above this one meanwhile match
+/// other bridges only, so it still refuses the challenge's new outbound connections.
+pub const BACKSTOP_CHAIN: &str = "FORWARD";
 /// The host's own addresses (the bridge gateway, the LAN address...).
 pub const INPUT_CHAIN: &str = "INPUT";
 /// Every chain beast keeps rules in, in the order they are listed.
-pub const CHAINS: [&str; 2] = [FORWARD_CHAIN, INPUT_CHAIN];
+pub const CHAINS: [&str; 3] = [FORWARD_CHAIN, BACKSTOP_CHAIN, INPUT_CHAIN];
 
 /// Longest comment the kernel's comment match keeps.
 const MAX_COMMENT: usize = 255;
@@ -58,7 +63,9 @@ pub fn render(chain: &str, instance: &str, challenge: &str, subnet: &Ipv4Net) ->
     match chain {
         // New connections leaving the bridge are refused; the challenge's own subnet stays open
         // (its containers talk to each other), and replies to players are ESTABLISHED.
-        FORWARD_CHAIN => vec![format!("-s {subnet} ! -d {subnet} {reject} {tail}")],
+        FORWARD_CHAIN | BACKSTOP_CHAIN => {
+            vec![format!("-s {subnet} ! -d {subnet} {reject} {tail}")]
+        }
         // The host itself: gateway address, LAN address, anything bound on the host.
         INPUT_CHAIN => vec![format!("-s {subnet} {reject} {tail}")],
         _ => Vec::new(),
@@ -219,7 +226,11 @@ mod tests {
             render(INPUT_CHAIN, "x", "web", &net("10.214.1.0/28")),
             vec!["-s 10.214.1.0/28 -m conntrack --ctstate NEW -m comment --comment beast:x:web -j REJECT --reject-with icmp-port-unreachable"]
         );
-        assert!(render("FORWARD", "x", "web", &net("10.214.1.0/28")).is_empty());
+        assert_eq!(
+            render(BACKSTOP_CHAIN, "x", "web", &net("10.214.1.0/28")),
+            render(FORWARD_CHAIN, "x", "web", &net("10.214.1.0/28"))
+        );
+        assert!(render("OUTPUT", "x", "web", &net("10.214.1.0/28")).is_empty());
     }
 
     #[test]

@@ -96,7 +96,7 @@ impl Drop for Fixture {
 /// cannot leave rules behind).
 fn purge_rules(instance: &str) {
     let mark = format!("beast:{instance}:");
-    for chain in ["DOCKER-USER", "INPUT"] {
+    for chain in ["DOCKER-USER", "FORWARD", "INPUT"] {
         let out = Command::new("iptables")
             .args(["-w", "-S", chain])
             .output()
@@ -203,7 +203,7 @@ async fn egress_off_refuses_new_outbound_connections_and_keeps_players_in() {
     egress.block("web", &fx.subnet).await.unwrap();
     let rules = egress.rules().await.unwrap();
     assert_eq!(rules.len(), 1, "{rules:?}");
-    assert_eq!(rules["web"].len(), 2, "{rules:?}");
+    assert_eq!(rules["web"].len(), 3, "{rules:?}");
     egress.block("web", &fx.subnet).await.unwrap();
     assert_eq!(
         egress.rules().await.unwrap(),
@@ -242,7 +242,7 @@ async fn egress_off_refuses_new_outbound_connections_and_keeps_players_in() {
     let other = fx.egress(&format!("{instance}-other")).await;
     other.block("web", "198.51.100.0/28").await.unwrap();
     let wanted = BTreeMap::from([("web".to_string(), fx.subnet.clone())]);
-    assert_eq!(egress.sync_changes(&wanted).await.unwrap(), 2);
+    assert_eq!(egress.sync_changes(&wanted).await.unwrap(), 3);
     assert_eq!(
         egress.sync_changes(&wanted).await.unwrap(),
         0,
@@ -264,7 +264,7 @@ async fn egress_off_refuses_new_outbound_connections_and_keeps_players_in() {
 
     egress.sync(&BTreeMap::new()).await.unwrap();
     assert!(egress.rules().await.unwrap().is_empty());
-    assert_eq!(other.rules().await.unwrap()["web"].len(), 2);
+    assert_eq!(other.rules().await.unwrap()["web"].len(), 3);
     other.allow("web").await.unwrap();
     assert!(other.rules().await.unwrap().is_empty());
 }
