@@ -4,15 +4,12 @@
 //! beast chooses subnets itself rather than leaving it to the engine: Docker's default pools
 //! hold about 30 networks, far fewer than an event's challenges and per-team instances.
 
-use std::net::Ipv4Addr;
-use std::str::FromStr;
+use ipnet::Ipv4Net;
 
 /// A pool of IPv4 addresses split into equal blocks, one per network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetPool {
-    base: u32,
-    /// Prefix length of the pool.
-    pool_len: u8,
+    pool: Ipv4Net,
     /// Prefix length of each network.
     block_len: u8,
 }
@@ -30,40 +27,26 @@ pub enum PoolError {
     BlockSize { pool: u8, block: u8 },
 }
 
-/// Parses `a.b.c.d/n` into (network address, n).
-pub fn parse_cidr(text: &str) -> Option<(u32, u8)> {
-    let (addr, len) = text.trim().split_once('/')?;
-    let addr = Ipv4Addr::from_str(addr).ok()?;
-    let len: u8 = len.parse().ok()?;
-    if len > 32 {
-        return None;
-    }
-    let mask = mask(len);
-    Some((u32::from(addr) & mask, len))
-}
-
-fn mask(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len))
+/// Whether two IPv4 CIDRs share an address; anything that is not an IPv4 CIDR overlaps nothing.
+pub fn subnets_overlap(a: &str, b: &str) -> bool {
+    match (a.parse::<Ipv4Net>(), b.parse::<Ipv4Net>()) {
+        (Ok(a), Ok(b)) => overlap(&a, &b),
+        _ => false,
     }
 }
 
-fn range(base: u32, len: u8) -> (u64, u64) {
-    let size = 1u64 << (32 - u32::from(len));
-    (u64::from(base), u64::from(base) + size - 1)
+fn overlap(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 impl Default for NetPool {
     /// [`DEFAULT_POOL`] in blocks of [`DEFAULT_BLOCK`].
     fn default() -> NetPool {
-        let Some((base, pool_len)) = parse_cidr(DEFAULT_POOL) else {
+        let Ok(pool) = DEFAULT_POOL.parse() else {
             unreachable!("the default pool is a valid CIDR")
         };
         NetPool {
-            base,
-            pool_len,
+            pool,
             block_len: DEFAULT_BLOCK,
         }
     }
@@ -71,47 +54,37 @@ impl Default for NetPool {
 
 impl NetPool {
     pub fn new(pool: &str, block_len: u8) -> Result<NetPool, PoolError> {
-        let (base, pool_len) = parse_cidr(pool).ok_or_else(|| PoolError::Cidr(pool.to_string()))?;
-        if block_len < pool_len || block_len > 29 {
+        let pool = pool
+            .trim()
+            .parse::<Ipv4Net>()
+            .map_err(|_| PoolError::Cidr(pool.to_string()))?
+            .trunc();
+        if block_len < pool.prefix_len() || block_len > 29 {
             return Err(PoolError::BlockSize {
-                pool: pool_len,
+                pool: pool.prefix_len(),
                 block: block_len,
             });
         }
-        Ok(NetPool {
-            base,
-            pool_len,
-            block_len,
-        })
+        Ok(NetPool { pool, block_len })
     }
 
     /// How many networks the pool holds.
     pub fn capacity(&self) -> u64 {
-        1u64 << (self.block_len - self.pool_len)
+        1u64 << (self.block_len - self.pool.prefix_len())
     }
 
     /// The `skip`-th free block (subnet CIDR, gateway) that overlaps none of `in_use` (CIDRs;
     /// unparsable and IPv6 entries are ignored), or `None` when the pool is full.
     pub fn choose(&self, in_use: &[String], skip: usize) -> Option<(String, String)> {
-        let taken: Vec<(u64, u64)> = in_use
-            .iter()
-            .filter_map(|c| parse_cidr(c))
-            .map(|(b, l)| range(b, l))
-            .collect();
-        let step = 1u64 << (32 - u32::from(self.block_len));
-        (0..self.capacity())
-            .map(|i| u64::from(self.base) + i * step)
-            .filter(|start| {
-                let (lo, hi) = (*start, start + step - 1);
-                !taken.iter().any(|(a, b)| lo <= *b && *a <= hi)
-            })
-            .nth(skip)
-            .and_then(|start| {
-                let start = u32::try_from(start).ok()?;
-                let subnet = format!("{}/{}", Ipv4Addr::from(start), self.block_len);
-                let gateway = Ipv4Addr::from(start.checked_add(1)?).to_string();
-                Some((subnet, gateway))
-            })
+        let taken: Vec<Ipv4Net> = in_use.iter().filter_map(|c| c.parse().ok()).collect();
+        let block = self
+            .pool
+            .subnets(self.block_len)
+            .ok()?
+            .filter(|block| !taken.iter().any(|t| overlap(block, t)))
+            .nth(skip)?;
+        let gateway = block.hosts().next()?;
+        Some((block.to_string(), gateway.to_string()))
     }
 }
 
@@ -142,6 +115,18 @@ mod tests {
         assert!(NetPool::new("10.0.0.0", 26).is_err());
         assert!(NetPool::new("10.0.0.0/16", 12).is_err());
         assert!(NetPool::new("10.0.0.0/16", 30).is_err());
-        assert_eq!(parse_cidr("10.1.2.3/16"), Some((0x0A01_0000, 16)));
+        // Host bits of the pool are cleared.
+        let pool = NetPool::new("10.1.2.3/16", 24).unwrap();
+        assert_eq!(pool.choose(&[], 0).unwrap().0, "10.1.0.0/24");
+    }
+
+    #[test]
+    fn overlapping_subnets_are_told_apart() {
+        assert!(subnets_overlap("10.0.0.0/24", "10.0.0.128/25"));
+        assert!(subnets_overlap("10.0.0.128/25", "10.0.0.0/24"));
+        assert!(subnets_overlap("10.0.0.0/28", "10.0.0.0/28"));
+        assert!(!subnets_overlap("10.0.0.0/28", "10.0.0.16/28"));
+        assert!(!subnets_overlap("fd00::/64", "fd00::/64"));
+        assert!(!subnets_overlap("junk", "10.0.0.0/8"));
     }
 }

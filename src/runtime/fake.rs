@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use crate::netpool::subnets_overlap;
+
 use super::{
-    subnets_overlap, BuildOutput, ByteStream, ContainerSpec, ContainerState, EventStream,
-    ImageIndex, ImageInfo, NetworkSpec, Observed, ObservedNetwork, Result, Runtime, RuntimeError,
-    Termination, LABEL_INSTANCE,
+    BuildOutput, ByteStream, ContainerSpec, ContainerState, EventStream, ImageIndex, ImageInfo,
+    NetworkSpec, Observed, ObservedNetwork, Result, Runtime, RuntimeError, Termination,
+    LABEL_INSTANCE,
 };
 
 /// A fake engine holding containers in a map; counts the mutating calls it served.
