@@ -18,7 +18,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use beast::runtime::docker::DockerRuntime;
@@ -114,29 +113,13 @@ async fn beast_run(n: usize, m: usize) -> Result<(Vec<f64>, Duration), String> {
     .map_err(|e| e.to_string())?;
     let instance = format!("bench-inst-{}", std::process::id());
     let listen = common::free_ports(1)?[0];
-    let mut guard = common::BeastGuard {
-        instance: instance.clone(),
-        child: None,
-    };
-    guard.child = Some(
-        Command::new(env!("CARGO_BIN_EXE_beast"))
-            .args(["run", "--manifests"])
-            .arg(&manifests)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .args([
-                "--instance",
-                &instance,
-                "--listen",
-                &format!("127.0.0.1:{listen}"),
-            ])
-            .args(["--no-auth", "--instance-create-rate", "1000/1s"])
-            .env("BEAST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?,
-    );
+    let _guard = common::BeastGuard::spawn(
+        &manifests,
+        &dir.path().join("state"),
+        &instance,
+        listen,
+        &["--instance-create-rate", "1000/1s"],
+    )?;
     let api = format!("http://127.0.0.1:{listen}");
     let http = reqwest::Client::new();
     // Ready, and the challenge known.

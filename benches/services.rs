@@ -184,30 +184,14 @@ async fn beast_run(n: usize, round: usize) -> Result<Duration, String> {
     }
     let instance = format!("bench-svc-{}-{round}", std::process::id());
     let listen = common::free_ports(1)?[0];
-    let mut guard = common::BeastGuard {
-        instance: instance.clone(),
-        child: None,
-    };
     let t = Instant::now();
-    guard.child = Some(
-        Command::new(env!("CARGO_BIN_EXE_beast"))
-            .args(["run", "--manifests"])
-            .arg(&manifests)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .args([
-                "--instance",
-                &instance,
-                "--listen",
-                &format!("127.0.0.1:{listen}"),
-                "--no-auth",
-            ])
-            .env("BEAST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?,
-    );
+    let _guard = common::BeastGuard::spawn(
+        &manifests,
+        &dir.path().join("state"),
+        &instance,
+        listen,
+        &[],
+    )?;
     let took = tokio::time::timeout(DEADLINE, all_answer(&ports, t))
         .await
         .map_err(|_| format!("beast: not every main answered within {DEADLINE:?}"))?;

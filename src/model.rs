@@ -46,6 +46,12 @@ impl Challenge {
         }
     }
 
+    /// Whether any of its containers (main or service) has a healthcheck beast probes.
+    pub fn has_healthchecks(&self) -> bool {
+        self.run.as_ref().is_some_and(|r| r.healthcheck.is_some())
+            || self.services.iter().any(|s| s.run.healthcheck.is_some())
+    }
+
     /// Whether this challenge runs only as per-team instances.
     pub fn per_team(&self) -> bool {
         self.team.is_none() && self.instances.as_ref().is_some_and(|i| i.per_team)
@@ -55,6 +61,11 @@ impl Challenge {
 /// `{challenge}.{id}`: the key of one team's instance (a challenge name has no dots).
 pub fn instance_key(challenge: &str, id: &str) -> String {
     format!("{challenge}.{id}")
+}
+
+/// The challenge and instance id of an instance key; `None` for a challenge's own name.
+pub fn split_key(key: &str) -> Option<(&str, &str)> {
+    key.rsplit_once('.')
 }
 
 /// `spec.instances`.

@@ -17,7 +17,7 @@ use crate::containers::{hash_of, replica_spec, service_spec, Defaults, Image};
 use crate::desired::{DesiredStore, Entry};
 use crate::egress::{Egress, EgressError};
 use crate::instances::Instances;
-use crate::model::{BuildSpec, Challenge, Healthcheck, ImageSource, RunSpec};
+use crate::model::{split_key, BuildSpec, Challenge, Healthcheck, ImageSource, RunSpec};
 use crate::netpool::NetPool;
 use crate::notify::{Kind, Notifier};
 use crate::plan::{plan_all, plan_challenge, waiting_for, Op, Slot, Target, Want, Why};
@@ -254,10 +254,6 @@ impl<R: Runtime> Reconciler<R> {
 
     /// The per-team instances, when attached.
     pub fn instance_book(&self) -> Option<Arc<Instances>> {
-        self.instances()
-    }
-
-    fn instances(&self) -> Option<Arc<Instances>> {
         self.instances
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -266,8 +262,8 @@ impl<R: Runtime> Reconciler<R> {
 
     /// The desired state of `name`: a challenge, or one team's instance (`{challenge}.{id}`).
     pub fn entry(&self, name: &str) -> Option<Entry> {
-        if name.contains('.') {
-            return self.instances()?.entry(name);
+        if split_key(name).is_some() {
+            return self.instance_book()?.entry(name);
         }
         self.store.get(name)
     }
@@ -275,7 +271,7 @@ impl<R: Runtime> Reconciler<R> {
     /// Every challenge and every live instance.
     pub fn snapshot(&self) -> Vec<Entry> {
         let mut entries = self.store.snapshot();
-        if let Some(instances) = self.instances() {
+        if let Some(instances) = self.instance_book() {
             entries.extend(instances.entries());
         }
         entries
@@ -539,10 +535,7 @@ impl<R: Runtime> Reconciler<R> {
             Some(entry) => {
                 // What the ops did is known; read back only when something failed, or when
                 // probes need the new containers' addresses.
-                let probed = entry.spec.as_ref().is_some_and(|c| {
-                    c.run.as_ref().is_some_and(|r| r.healthcheck.is_some())
-                        || c.services.iter().any(|s| s.run.healthcheck.is_some())
-                });
+                let probed = entry.spec.as_ref().is_some_and(|c| c.has_healthchecks());
                 let acted = after != observed;
                 let observed = if first_error.is_some() || (probed && acted) {
                     self.runtime
@@ -561,8 +554,8 @@ impl<R: Runtime> Reconciler<R> {
             }
         }
         // A change of a per-team challenge rolls out to its teams' instances.
-        if !name.contains('.') {
-            if let Some(instances) = self.instances() {
+        if split_key(name).is_none() {
+            if let Some(instances) = self.instance_book() {
                 for key in instances.keys_of(name) {
                     ProbeHost::poke(self, &key);
                 }
@@ -974,10 +967,7 @@ impl<R: Runtime> Reconciler<R> {
                 Some(((*o).clone(), hc.clone()))
             })
             .collect();
-        let has_checks = challenge.is_some_and(|c| {
-            c.run.as_ref().is_some_and(|r| r.healthcheck.is_some())
-                || c.services.iter().any(|s| s.run.healthcheck.is_some())
-        });
+        let has_checks = challenge.is_some_and(Challenge::has_healthchecks);
         if let Some(me) = self.me.upgrade() {
             self.prober.sync(&me, &entry.name, &probed);
         }

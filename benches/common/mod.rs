@@ -40,6 +40,37 @@ pub struct BeastGuard {
     pub child: Option<std::process::Child>,
 }
 
+impl BeastGuard {
+    /// Starts `beast run --no-auth` on `manifests` as `instance`, listening on loopback `listen`,
+    /// with `extra` flags; quiet (warnings only, output discarded).
+    pub fn spawn(
+        manifests: &Path,
+        state_dir: &Path,
+        instance: &str,
+        listen: u16,
+        extra: &[&str],
+    ) -> Result<BeastGuard, String> {
+        let child = Command::new(env!("CARGO_BIN_EXE_beast"))
+            .args(["run", "--manifests"])
+            .arg(manifests)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["--instance", instance, "--listen"])
+            .arg(format!("127.0.0.1:{listen}"))
+            .arg("--no-auth")
+            .args(extra)
+            .env("BEAST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        Ok(BeastGuard {
+            instance: instance.to_string(),
+            child: Some(child),
+        })
+    }
+}
+
 impl Drop for BeastGuard {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {

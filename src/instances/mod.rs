@@ -21,7 +21,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use crate::desired::{DesiredStore, Entry};
-use crate::model::{instance_key, Challenge, TeamInstance};
+use crate::model::{instance_key, split_key, Challenge, TeamInstance};
 use crate::runtime::PortBinding;
 use crate::status::{Phase, StatusBoard};
 
@@ -189,11 +189,6 @@ fn commit(book: &mut Book, next: Book, file: &std::path::Path) -> Result<(), Boo
     next.save(file)?;
     *book = next;
     Ok(())
-}
-
-/// The challenge and instance id of a key `{challenge}.{id}`.
-pub fn split_key(key: &str) -> Option<(&str, &str)> {
-    key.rsplit_once('.')
 }
 
 impl Instances {

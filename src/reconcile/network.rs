@@ -177,12 +177,11 @@ impl<R: Runtime> Reconciler<R> {
                 format!("spec.network.egress is false but beast cannot enforce it: {why}; the challenge's containers CAN open outbound connections"),
             ),
         };
-        let enforced = ok;
         let network = NetworkStatus {
             name: network_name(self.instance(), name),
             subnet: net.subnet.clone(),
             egress,
-            enforced,
+            enforced: ok,
         };
         self.status.update(name, |s| {
             s.set_condition("EgressPolicy", Some(ok), reason, &message);

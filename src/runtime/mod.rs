@@ -31,14 +31,14 @@ pub const LABEL_TEAM_INSTANCE: &str = "beast.team-instance";
 pub fn key_of(labels: &BTreeMap<String, String>) -> Option<String> {
     let challenge = labels.get(LABEL_CHALLENGE)?;
     Some(match labels.get(LABEL_TEAM_INSTANCE) {
-        Some(id) => format!("{challenge}.{id}"),
+        Some(id) => crate::model::instance_key(challenge, id),
         None => challenge.clone(),
     })
 }
 
 /// The label filter (`key=value` pairs) that selects the objects of one key.
 pub fn key_labels(key: &str) -> Vec<(String, String)> {
-    match key.rsplit_once('.') {
+    match crate::model::split_key(key) {
         Some((challenge, id)) => vec![
             (LABEL_CHALLENGE.to_string(), challenge.to_string()),
             (LABEL_TEAM_INSTANCE.to_string(), id.to_string()),
@@ -46,6 +46,7 @@ pub fn key_labels(key: &str) -> Vec<(String, String)> {
         None => vec![(LABEL_CHALLENGE.to_string(), key.to_string())],
     }
 }
+
 /// Labels of the images beast builds: the operator and the build (challenge, or
 /// `challenge.service`). Not `beast.instance`/`beast.challenge`: the engine puts an image's labels
 /// on the containers of its build steps too, and those must never look like beast's containers.
