@@ -332,22 +332,14 @@ impl Instances {
         let now = now();
         let record = {
             let mut book = self.book();
-            let mine = book.of(Some(challenge), Some(team));
-            if mine.len() >= limits.max_per_team as usize {
-                let live = mine.last().map(|r| (*r).clone());
+            if book.of(Some(challenge), Some(team)).len() >= limits.max_per_team as usize {
+                let live = newest_in(&book, challenge, team)?;
                 drop(book);
-                let live = live.map(|r| self.view(&r, limits.max_renewals));
-                return Err(match live {
-                    Some(live) => InstanceError::AtMaxPerTeam {
-                        challenge: challenge.to_string(),
-                        team: team.to_string(),
-                        max: limits.max_per_team,
-                        live: Box::new(live),
-                    },
-                    None => InstanceError::NoInstance {
-                        challenge: challenge.to_string(),
-                        team: team.to_string(),
-                    },
+                return Err(InstanceError::AtMaxPerTeam {
+                    challenge: challenge.to_string(),
+                    team: team.to_string(),
+                    max: limits.max_per_team,
+                    live: Box::new(self.view(&live, limits.max_renewals)),
                 });
             }
             let all = book.of(Some(challenge), None);
