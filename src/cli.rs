@@ -385,12 +385,39 @@ pub struct RunArgs {
     /// Per-team rate limit on instance creates: N/DURATION (a burst of N, then N per DURATION).
     #[arg(long, env = "BEAST_INSTANCE_CREATE_RATE", default_value = "5/1m")]
     pub instance_create_rate: crate::instances::RateLimit,
+    /// What runs the challenges: one Docker engine, or a Docker Swarm driven through the
+    /// manager that DOCKER_HOST (or the local socket) names (SPEC §9).
+    #[arg(long, env = "BEAST_RUNTIME", value_enum, default_value = "docker")]
+    pub runtime: RuntimeKind,
+    /// Swarm: the registry (HOST:PORT) built images are pushed to, so every node can pull
+    /// them. Without it, a swarm of several nodes refuses challenges built from source.
+    #[arg(long, env = "BEAST_REGISTRY", value_name = "HOST:PORT")]
+    pub registry: Option<String>,
+    /// Swarm: how ports are published. `auto` takes the routing mesh (ingress) where the
+    /// kernel beast runs on has IPVS, else host mode (each replica on its node's port).
+    #[arg(long, env = "BEAST_SWARM_PUBLISH", value_enum, default_value = "auto")]
+    pub swarm_publish: SwarmPublish,
     /// The iptables program that keeps the egress rules (must be the one Docker uses: nft or
     /// legacy); without it, or without root, egress cannot be enforced and beast says so.
     #[arg(long, env = "BEAST_IPTABLES", default_value = "iptables")]
     pub iptables: PathBuf,
     #[command(flatten)]
     pub git: GitArgs,
+}
+
+/// `run --runtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    Docker,
+    Swarm,
+}
+
+/// `run --swarm-publish`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SwarmPublish {
+    Auto,
+    Ingress,
+    Host,
 }
 
 /// GitOps: a branch of a git repository as one more manifest directory.

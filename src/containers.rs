@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{Challenge, RunSpec, Security, Service};
+use crate::model::{Challenge, Healthcheck, Probe, RunSpec, Security, Service};
+use crate::plan::Slot;
 use crate::runtime::{
-    ContainerSpec, FileSpec, PortBinding, Ulimit, LABEL_CHALLENGE, LABEL_INSTANCE, LABEL_REPLICA,
-    LABEL_SERVICE, LABEL_SPEC_HASH, LABEL_TEAM, LABEL_TEAM_INSTANCE,
+    ContainerSpec, EngineHealthcheck, FileSpec, PortBinding, Ulimit, LABEL_CHALLENGE,
+    LABEL_INSTANCE, LABEL_REPLICA, LABEL_SERVICE, LABEL_SPEC_HASH, LABEL_TEAM, LABEL_TEAM_INSTANCE,
 };
 
 /// Capabilities kept after dropping ALL: enough for typical challenge daemons (xinetd, socat,
@@ -208,6 +209,103 @@ fn seal(mut spec: ContainerSpec, labels: Vec<(&str, String)>) -> ContainerSpec {
         .chain([(LABEL_SPEC_HASH.to_string(), hash)])
         .collect();
     spec
+}
+
+/// The name of a workload on an engine that places replicas itself: `{instance}_{key}` for the
+/// main containers, `{instance}_{key}_{service}` for a service (SPEC §9).
+pub fn workload_name(instance: &str, key: &str, service: Option<&str>) -> String {
+    match service {
+        Some(service) => service_container_name(instance, key, service),
+        None => format!("{instance}_{key}"),
+    }
+}
+
+/// The specs of `challenge` as an engine that places replicas itself runs them: every replica
+/// shares one container spec (the main workload's, named and labelled as the workload, its
+/// ports those of replica 1), and each hash also covers what only such an engine is given (the
+/// placement constraints and the engine's healthcheck), so changing those updates the workload.
+pub fn as_workloads(
+    instance: &str,
+    challenge: &Challenge,
+    specs: BTreeMap<Slot, ContainerSpec>,
+) -> BTreeMap<Slot, ContainerSpec> {
+    let key = challenge.key();
+    let main = specs.get(&Slot::Replica(1)).map(|first| {
+        let mut spec = first.clone();
+        spec.name = workload_name(instance, &key, None);
+        spec.labels.remove(LABEL_REPLICA);
+        let hc = challenge.run.as_ref().and_then(|r| r.healthcheck.as_ref());
+        reseal(spec, &challenge.placement, hc)
+    });
+    specs
+        .into_iter()
+        .map(|(slot, spec)| match (&slot, &main) {
+            (Slot::Replica(_), Some(main)) => (slot, main.clone()),
+            (Slot::Service(name), _) => {
+                let hc = challenge
+                    .services
+                    .iter()
+                    .find(|s| &s.name == name)
+                    .and_then(|s| s.run.healthcheck.as_ref());
+                let spec = reseal(spec, &challenge.placement, hc);
+                (slot, spec)
+            }
+            _ => (slot, spec),
+        })
+        .collect()
+}
+
+/// Replaces the spec-hash label with one that also covers `constraints` and the engine
+/// healthcheck of `hc`.
+fn reseal(
+    mut spec: ContainerSpec,
+    constraints: &[String],
+    hc: Option<&Healthcheck>,
+) -> ContainerSpec {
+    #[derive(serde::Serialize)]
+    struct Shape<'a> {
+        container: &'a str,
+        constraints: &'a [String],
+        healthcheck: Option<EngineHealthcheck>,
+    }
+    let container = spec_hash(&spec);
+    let shape = Shape {
+        container: &container,
+        constraints,
+        healthcheck: hc.map(engine_healthcheck),
+    };
+    let digest = Sha256::digest(serde_json::to_vec(&shape).unwrap_or_default());
+    spec.labels
+        .insert(LABEL_SPEC_HASH.to_string(), hex::encode(&digest[..12]));
+    spec
+}
+
+/// A manifest healthcheck as the engine runs it inside the container (Swarm): `exec` as is;
+/// `tcp` and `http` through the image's `sh` and `nc`, which every busybox or distribution
+/// image has (an image without them needs an `exec` probe on Swarm).
+pub fn engine_healthcheck(hc: &Healthcheck) -> EngineHealthcheck {
+    let test = match &hc.probe {
+        Probe::Exec { command } => std::iter::once("CMD".to_string())
+            .chain(command.iter().cloned())
+            .collect(),
+        Probe::Tcp { port } => vec![
+            "CMD-SHELL".to_string(),
+            format!("nc -w 3 127.0.0.1 {port} </dev/null"),
+        ],
+        Probe::Http { port, path } => vec![
+            "CMD-SHELL".to_string(),
+            format!(
+                "printf 'GET {path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' | nc -w 3 127.0.0.1 {port} | head -n 1 | grep -q ' [23][0-9][0-9] '"
+            ),
+        ],
+    };
+    EngineHealthcheck {
+        test,
+        interval: hc.interval,
+        timeout: hc.timeout,
+        retries: hc.retries,
+        start_period: hc.start_period,
+    }
 }
 
 /// Hash of everything that shapes the container (image id included), and nothing else: the

@@ -7,7 +7,10 @@ use anyhow::Context;
 use clap::Parser;
 
 use beast::auth::{self, Auth, Keys};
-use beast::cli::{Cli, Command, LogFormat, PlanArgs, RunArgs, SecretArgs, SourceArgs, TokenArgs};
+use beast::cli::{
+    Cli, Command, LogFormat, PlanArgs, RunArgs, RuntimeKind, SecretArgs, SourceArgs, SwarmPublish,
+    TokenArgs,
+};
 use beast::client::{self, Action};
 use beast::containers::Defaults;
 use beast::desired::DesiredStore;
@@ -19,6 +22,7 @@ use beast::ports::PortAllocator;
 use beast::reconcile::{Reconciler, Settings};
 use beast::runtime::bounded::Bounded;
 use beast::runtime::docker::DockerRuntime;
+use beast::runtime::swarm::{PublishMode, SwarmRuntime, SwarmSettings};
 use beast::status::StatusBoard;
 
 fn main() -> ExitCode {
@@ -153,12 +157,54 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             webhook_secret: args.git.webhook_secret.clone().map(String::into_bytes),
         }),
     };
-    let runtime = DockerRuntime::connect()
+    let engine = DockerRuntime::connect()
         .await
         .context("connecting to the Docker engine")?;
-    let runtime = Bounded::new(runtime, args.engine_concurrency);
-    operator::run(config, Arc::new(runtime), shutdown_signal()).await?;
+    match args.runtime {
+        RuntimeKind::Docker => {
+            let runtime = Bounded::new(engine, args.engine_concurrency);
+            operator::run(config, Arc::new(runtime), shutdown_signal()).await?;
+        }
+        RuntimeKind::Swarm => {
+            let swarm = swarm_runtime(engine, &args).await?;
+            let runtime = Bounded::new(swarm, args.engine_concurrency);
+            operator::run(config, Arc::new(runtime), shutdown_signal()).await?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The Swarm runtime of `run --runtime swarm`: the engine must manage a swarm; the publish
+/// mode is the one asked for, or what the kernel supports.
+async fn swarm_runtime(engine: DockerRuntime, args: &RunArgs) -> anyhow::Result<SwarmRuntime> {
+    let publish = match args.swarm_publish {
+        SwarmPublish::Ingress => PublishMode::Ingress,
+        SwarmPublish::Host => PublishMode::Host,
+        SwarmPublish::Auto if beast::runtime::swarm::kernel_has_ipvs() => PublishMode::Ingress,
+        SwarmPublish::Auto => {
+            tracing::warn!("no IPVS in this kernel: Swarm's routing mesh cannot work, so ports are published in host mode (each replica on the port of the node it runs on) and service names resolve to the replicas (dnsrr)");
+            PublishMode::Host
+        }
+    };
+    let swarm = SwarmRuntime::new(
+        engine,
+        SwarmSettings {
+            publish,
+            registry: args.registry.clone(),
+        },
+    );
+    let info = swarm
+        .info()
+        .await
+        .context("asking the Docker engine about its swarm")?;
+    if !info.manager {
+        anyhow::bail!("--runtime swarm: the engine is not a manager of an active swarm (run `docker swarm init`, or point DOCKER_HOST at a manager)");
+    }
+    if info.nodes > 1 && args.registry.is_none() {
+        tracing::warn!(nodes = info.nodes, "no --registry: challenges built from source are refused on this swarm (its nodes could not pull the images)");
+    }
+    tracing::info!(nodes = info.nodes, publish = publish.as_str(), registry = ?args.registry, "driving a Docker Swarm");
+    Ok(swarm)
 }
 
 /// Signing keys from `--jwt-secret` / `--jwt-secret-file` (or their env vars).

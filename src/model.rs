@@ -34,6 +34,8 @@ pub struct Challenge {
     pub instances: Option<InstancesSpec>,
     /// Set on the copy of a per-team challenge that one team's instance runs.
     pub team: Option<TeamInstance>,
+    /// `spec.placement.constraints` (Swarm), passed through as written.
+    pub placement: Vec<String>,
 }
 
 impl Challenge {
@@ -279,6 +281,7 @@ impl Challenge {
             services: Vec::new(),
             instances: None,
             team: None,
+            placement: Vec::new(),
         }
     }
 }

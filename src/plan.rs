@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::runtime::{ContainerState, Observed};
 
+pub mod workloads;
+
 /// One container of a challenge: a service (by name) or a replica (1-based). Services order
 /// before replicas.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -348,6 +350,7 @@ mod tests {
             ports: vec![],
             created: 0,
             ip: None,
+            node: None,
         }
     }
 

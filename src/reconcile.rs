@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::build::{BuildError, Builder};
-use crate::containers::{hash_of, replica_spec, service_spec, Defaults, Image};
+use crate::containers::{as_workloads, hash_of, replica_spec, service_spec, Defaults, Image};
 use crate::desired::{DesiredStore, Entry};
 use crate::egress::{Egress, EgressError};
 use crate::instances::Instances;
@@ -190,10 +190,14 @@ pub struct Reconciler<R: Runtime> {
     /// Build keys (`challenge.service`) of services built from source, by challenge: their
     /// images go with the challenge.
     service_builds: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// Built images made pullable by every node (image id → reference), where the runtime
+    /// distributes them (Swarm's registry push).
+    distributed: Mutex<HashMap<String, String>>,
     me: Weak<Reconciler<R>>,
 }
 
 mod network;
+mod workloads;
 
 /// What the wanted containers of a challenge are, or why they cannot be worked out.
 enum Wanted {
@@ -231,6 +235,7 @@ impl<R: Runtime> Reconciler<R> {
             egress: Mutex::new(None),
             blocked: Mutex::new(HashMap::new()),
             service_builds: Mutex::new(HashMap::new()),
+            distributed: Mutex::new(HashMap::new()),
             instances: Mutex::new(None),
             me: me.clone(),
         })
@@ -419,30 +424,16 @@ impl<R: Runtime> Reconciler<R> {
     }
 
     async fn reconcile_inner(&self, name: &str) -> Result<(), ReconcileError> {
+        if self.runtime.schedules_replicas() {
+            return self.reconcile_workloads(name).await;
+        }
         let entry = self.entry(name);
         let observed = self
             .runtime
             .list(self.instance(), Some(name))
             .await
             .map_err(rt("list containers of", name))?;
-        if let Some(entry) = &entry {
-            self.status.update(name, |s| {
-                s.set_condition(
-                    "Valid",
-                    Some(entry.is_valid()),
-                    valid_reason(entry),
-                    &entry.errors.join("\n"),
-                )
-            });
-        }
-        let wanted = match &entry {
-            Some(entry) => self.wanted(entry, &observed, None).await?,
-            None => Wanted::Nothing,
-        };
-        let specs = match &wanted {
-            Wanted::Nothing => BTreeMap::new(),
-            Wanted::Specs(specs) => specs.clone(),
-        };
+        let specs = self.specs_of(name, entry.as_ref(), &observed).await?;
         let challenge = entry.as_ref().and_then(|e| e.spec.clone());
         let wants: Vec<Want> = wants_of(&specs, challenge.as_deref());
         let refs: Vec<&Observed> = observed.iter().collect();
@@ -459,47 +450,27 @@ impl<R: Runtime> Reconciler<R> {
             self.apply_egress(challenge, &net).await?;
         }
 
-        // A corrective op on a challenge whose current generation had converged is a heal.
-        let healing = entry.as_ref().is_some_and(|e| {
-            e.generation > 0 && self.status.observed_generation(name) == Some(e.generation)
-        });
-        if !ops.is_empty() && entry.is_some() {
-            self.status.update(name, |s| s.phase = Phase::Deploying);
-        }
+        let healing = self.is_healing(name, entry.as_ref(), !ops.is_empty());
         let mut first_error = None;
         let mut after: Vec<Observed> = observed.clone();
         for op in ops {
             tracing::info!(challenge = %name, op = %describe(&op), "applying");
             let result = self.execute(&op, &specs, &observed).await;
-            if healing
-                && result.is_ok()
-                && matches!(
-                    op,
-                    Op::Create { .. } | Op::Start { .. } | Op::Unpause { .. }
-                )
-            {
-                self.counters.heals.fetch_add(1, Ordering::Relaxed);
-            }
-            if entry.is_some() {
-                if healing && result.is_ok() {
-                    self.publish(
-                        Kind::Heal,
-                        name,
-                        format!("{}: {}", op_reason(&op, healing), describe(&op)),
-                        serde_json::json!({"op": describe(&op)}),
-                    );
-                }
-                let (reason, warning) = match &result {
-                    Ok(_) => (op_reason(&op, healing), false),
-                    Err(_) => ("Failed", true),
-                };
-                let message = match &result {
-                    Ok(_) => describe(&op),
-                    Err(err) => format!("{}: {err}", describe(&op)),
-                };
-                self.status
-                    .update(name, |s| s.event(warning, reason, message));
-            }
+            let restores = matches!(
+                op,
+                Op::Create { .. } | Op::Start { .. } | Op::Unpause { .. }
+            );
+            let done = result.as_ref().map(|_| ()).map_err(ToString::to_string);
+            let reason = op_reason(&op, healing);
+            let what = describe(&op);
+            self.report_op(
+                name,
+                entry.is_some(),
+                (healing, restores),
+                reason,
+                &what,
+                done,
+            );
             match result {
                 Ok(created) => apply_effect(&mut after, &op, created, &specs),
                 Err(err) => {
@@ -516,22 +487,7 @@ impl<R: Runtime> Reconciler<R> {
         }
 
         match &entry {
-            None => {
-                self.prober.forget(name);
-                self.builder.forget(self.instance(), name).await;
-                let services = self
-                    .service_builds
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(name)
-                    .unwrap_or_default();
-                for key in services {
-                    self.builder.forget(self.instance(), &key).await;
-                }
-                self.status.remove(name);
-                self.ports().release(name, 0);
-                self.persist_ports()?;
-            }
+            None => self.forget_challenge(name).await?,
             Some(entry) => {
                 // What the ops did is known; read back only when something failed, or when
                 // probes need the new containers' addresses.
@@ -553,17 +509,111 @@ impl<R: Runtime> Reconciler<R> {
                 }
             }
         }
-        // A change of a per-team challenge rolls out to its teams' instances.
-        if split_key(name).is_none() {
-            if let Some(instances) = self.instance_book() {
-                for key in instances.keys_of(name) {
-                    ProbeHost::poke(self, &key);
-                }
-            }
-        }
+        self.roll_out_to_instances(name);
         match first_error {
             Some(err) => Err(err),
             None => Ok(()),
+        }
+    }
+
+    /// Marks `Valid` from the entry and works out the specs it wants (none when it is gone,
+    /// undeployed, per-team, static or scaled to 0).
+    async fn specs_of(
+        &self,
+        name: &str,
+        entry: Option<&Entry>,
+        observed: &[Observed],
+    ) -> Result<BTreeMap<Slot, ContainerSpec>, ReconcileError> {
+        let Some(entry) = entry else {
+            return Ok(BTreeMap::new());
+        };
+        self.status.update(name, |s| {
+            s.set_condition(
+                "Valid",
+                Some(entry.is_valid()),
+                valid_reason(entry),
+                &entry.errors.join("\n"),
+            )
+        });
+        Ok(match self.wanted(entry, observed, None).await? {
+            Wanted::Nothing => BTreeMap::new(),
+            Wanted::Specs(specs) => specs,
+        })
+    }
+
+    /// Whether corrective ops now are heals: the challenge's current generation had converged.
+    /// Ops about to run put it in `Deploying`.
+    fn is_healing(&self, name: &str, entry: Option<&Entry>, acting: bool) -> bool {
+        let healing = entry.is_some_and(|e| {
+            e.generation > 0 && self.status.observed_generation(name) == Some(e.generation)
+        });
+        if acting && entry.is_some() {
+            self.status.update(name, |s| s.phase = Phase::Deploying);
+        }
+        healing
+    }
+
+    /// Counts, announces and records in the history one op carried out on `name`. While
+    /// `healing`, a successful op is announced as a heal, and counted as one when it `restores`
+    /// something the challenge had.
+    fn report_op(
+        &self,
+        name: &str,
+        known: bool,
+        (healing, restores): (bool, bool),
+        reason: &str,
+        what: &str,
+        result: Result<(), String>,
+    ) {
+        if healing && restores && result.is_ok() {
+            self.counters.heals.fetch_add(1, Ordering::Relaxed);
+        }
+        if !known {
+            return;
+        }
+        if healing && result.is_ok() {
+            self.publish(
+                Kind::Heal,
+                name,
+                format!("{reason}: {what}"),
+                serde_json::json!({"op": what}),
+            );
+        }
+        let (reason, warning, message) = match result {
+            Ok(()) => (reason, false, what.to_string()),
+            Err(err) => ("Failed", true, format!("{what}: {err}")),
+        };
+        self.status
+            .update(name, |s| s.event(warning, reason, message));
+    }
+
+    /// Drops everything kept about a challenge that is gone: probes, builds, status, ports.
+    async fn forget_challenge(&self, name: &str) -> Result<(), ReconcileError> {
+        self.prober.forget(name);
+        self.builder.forget(self.instance(), name).await;
+        let services = self
+            .service_builds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .unwrap_or_default();
+        for key in services {
+            self.builder.forget(self.instance(), &key).await;
+        }
+        self.status.remove(name);
+        self.ports().release(name, 0);
+        self.persist_ports()
+    }
+
+    /// A change of a per-team challenge rolls out to its teams' instances.
+    fn roll_out_to_instances(&self, name: &str) {
+        if split_key(name).is_some() {
+            return;
+        }
+        if let Some(instances) = self.instance_book() {
+            for key in instances.keys_of(name) {
+                ProbeHost::poke(self, &key);
+            }
         }
     }
 
@@ -632,6 +682,9 @@ impl<R: Runtime> Reconciler<R> {
                 &self.settings.defaults,
             );
             specs.insert(Slot::Service(service.name.clone()), spec);
+        }
+        if self.runtime.schedules_replicas() {
+            specs = as_workloads(self.instance(), challenge, specs);
         }
         Ok(Wanted::Specs(specs))
     }
@@ -960,8 +1013,12 @@ impl<R: Runtime> Reconciler<R> {
             .count();
         let challenge = entry.spec.as_deref();
         let is_static = challenge.is_some_and(|c| c.run.is_none());
+        // Where the engine places replicas, it also runs their healthchecks (beast cannot
+        // reach a task on another node's overlay).
+        let beast_probes = !self.runtime.schedules_replicas();
         let probed: Vec<(Observed, Healthcheck)> = serving
             .iter()
+            .filter(|_| beast_probes)
             .filter_map(|o| {
                 let hc = healthcheck_of(challenge?, &Slot::of(o)?)?;
                 Some(((*o).clone(), hc.clone()))
@@ -999,9 +1056,14 @@ impl<R: Runtime> Reconciler<R> {
         specs: &BTreeMap<Slot, ContainerSpec>,
     ) -> BTreeSet<String> {
         let passing = self.status.healthy_ids(name);
+        // A task with a healthcheck runs only once it passes it (the engine probes it).
+        let engine_probed = self.runtime.schedules_replicas();
         observed
             .iter()
-            .filter(|o| o.state == ContainerState::Running && passing.contains(&o.id))
+            .filter(|o| o.state == ContainerState::Running)
+            .filter(|o| {
+                passing.contains(&o.id) || (engine_probed && o.status.contains("(healthy)"))
+            })
             .filter_map(|o| {
                 let slot = Slot::of(o)?;
                 let spec = specs.get(&slot)?;
@@ -1255,6 +1317,7 @@ fn container_status(o: &Observed) -> ContainerStatus {
         state: o.state.as_str().to_string(),
         health: health.to_string(),
         ports: o.ports.clone(),
+        node: o.node.clone(),
     }
 }
 
@@ -1415,6 +1478,7 @@ fn apply_effect(
             ports: spec.ports.clone(),
             created: time::OffsetDateTime::now_utc().unix_timestamp(),
             ip: None,
+            node: None,
         });
     }
 }

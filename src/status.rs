@@ -52,6 +52,9 @@ pub struct ContainerStatus {
     pub state: String,
     pub health: String,
     pub ports: Vec<PortBinding>,
+    /// The node it runs on (Swarm); absent on one engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// How the last container of a challenge ended.

@@ -68,6 +68,8 @@ pub struct ContainerView {
     pub state: String,
     pub health: String,
     pub ports: Vec<PortView>,
+    /// The node it runs on (Swarm).
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -448,7 +450,9 @@ fn conditions_section(conditions: &[ConditionView]) -> String {
     )
 }
 
+/// One row per container; a NODE column where the runtime places them on nodes (Swarm).
 fn containers_section(containers: &[ContainerView]) -> String {
+    let nodes = containers.iter().any(|c| c.node.is_some());
     let rows: Vec<Vec<String>> = containers
         .iter()
         .map(|c| {
@@ -456,24 +460,27 @@ fn containers_section(containers: &[ContainerView]) -> String {
                 Some(service) => ("-".to_string(), service.clone()),
                 None => (c.replica.to_string(), "-".to_string()),
             };
-            vec![
+            let mut row = vec![
                 c.name.clone(),
                 or_dash(&short_id(&c.id)),
                 replica,
                 service,
                 or_dash(&c.state),
                 or_dash(&c.health),
-                or_dash(&ports(std::slice::from_ref(c))),
-            ]
+            ];
+            if nodes {
+                row.push(or_dash(c.node.as_deref().unwrap_or("")));
+            }
+            row.push(or_dash(&ports(std::slice::from_ref(c))));
+            row
         })
         .collect();
-    section(
-        "Containers",
-        &[
-            "NAME", "ID", "REPLICA", "SERVICE", "STATE", "HEALTH", "PORTS",
-        ],
-        &rows,
-    )
+    let mut header = vec!["NAME", "ID", "REPLICA", "SERVICE", "STATE", "HEALTH"];
+    if nodes {
+        header.push("NODE");
+    }
+    header.push("PORTS");
+    section("Containers", &header, &rows)
 }
 
 fn termination_section(last: Option<&TerminationView>) -> String {
@@ -682,6 +689,24 @@ a-much-longer-name  Stopped   0/0    -        0         -                       
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn containers_on_nodes_get_a_node_column() {
+        let on = |name: &str, node: Option<&str>| ContainerView {
+            name: name.into(),
+            id: "t1".into(),
+            replica: 1,
+            state: "running".into(),
+            health: "none".into(),
+            node: node.map(str::to_string),
+            ..ContainerView::default()
+        };
+        let swarm = containers_section(&[on("i_web.1", Some("worker1")), on("i_web.2", None)]);
+        assert!(swarm.contains("HEALTH  NODE     PORTS"), "{swarm}");
+        assert!(swarm.contains("none    worker1  -"), "{swarm}");
+        let single = containers_section(&[on("i_web_1", None)]);
+        assert!(!single.contains("NODE"), "{single}");
     }
 
     #[test]

@@ -116,6 +116,18 @@ pub struct Spec {
     /// Per-team copies on demand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<Instances>,
+    /// Where the replicas may run, on an engine with several nodes (Swarm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+}
+
+/// `spec.placement`: honoured by the Swarm runtime, accepted (and ignored) by one engine.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Placement {
+    /// Swarm placement constraints, e.g. `node.labels.pool==pwn` or `node.role!=manager`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
 }
 
 /// `spec.instances`: one copy of the challenge per team, started on demand.

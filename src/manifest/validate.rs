@@ -300,6 +300,7 @@ impl Validator {
             Some(i) => self.instances(i, spec).map(Some),
             None => Some(None),
         };
+        let placement = self.placement(spec.placement.as_ref());
         Some(Challenge {
             name: name?,
             labels: m.metadata.labels.clone(),
@@ -312,7 +313,30 @@ impl Validator {
             services: services?,
             instances: instances?,
             team: None,
+            placement: placement?,
         })
+    }
+
+    /// `spec.placement.constraints`: each `ATTRIBUTE==VALUE` or `ATTRIBUTE!=VALUE`, as Swarm
+    /// takes them.
+    fn placement(&mut self, placement: Option<&raw::Placement>) -> Option<Vec<String>> {
+        let constraints = placement.map(|p| p.constraints.clone()).unwrap_or_default();
+        let before = self.errors.len();
+        for (i, c) in constraints.iter().enumerate() {
+            let well_formed = c
+                .split_once("==")
+                .or_else(|| c.split_once("!="))
+                .is_some_and(|(attr, value)| {
+                    !attr.trim().is_empty() && !value.trim().is_empty() && !c.contains('\n')
+                });
+            if !well_formed {
+                self.error(
+                    format!("spec.placement.constraints[{i}]"),
+                    format!("{c:?} is not ATTRIBUTE==VALUE or ATTRIBUTE!=VALUE (e.g. node.labels.pool==pwn)"),
+                );
+            }
+        }
+        (self.errors.len() == before).then_some(constraints)
     }
 
     fn name(&mut self, name: Option<&str>) -> Option<String> {
@@ -1414,6 +1438,23 @@ mod tests {
                 "spec.env: variable names must not be empty",
                 "spec.env.A=B: variable names must not contain '=' or NUL",
             ]
+        );
+    }
+
+    #[test]
+    fn placement_constraints_pass_through_and_malformed_ones_are_named() {
+        let c = check("  image: x\n  placement: {constraints: ['node.labels.pool==pwn', 'node.role!=manager']}\n").unwrap();
+        assert_eq!(
+            c.placement,
+            vec!["node.labels.pool==pwn", "node.role!=manager"]
+        );
+        let e = errors("  image: x\n  placement: {constraints: ['node.labels.pool=pwn']}\n");
+        assert!(
+            has(
+                &e,
+                "spec.placement.constraints[0]: \"node.labels.pool=pwn\" is not ATTRIBUTE==VALUE"
+            ),
+            "{e:?}"
         );
     }
 

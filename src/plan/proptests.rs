@@ -54,6 +54,7 @@ fn container() -> impl Strategy<Value = Observed> {
                 ports: vec![],
                 created,
                 ip: None,
+                node: None,
             }
         })
 }
@@ -124,6 +125,7 @@ fn apply(
                     ports: vec![],
                     created: 1000 + next as i64,
                     ip: None,
+                    node: None,
                 }
             };
             match op {

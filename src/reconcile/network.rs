@@ -29,6 +29,9 @@ pub(super) struct NetState {
 /// How many subnets beast tries when others take them first.
 const ATTEMPTS: usize = 8;
 
+/// Why egress cannot be enforced on Swarm.
+const SWARM_EGRESS: &str = "on Swarm a task's outbound traffic leaves through the docker_gwbridge of whichever node runs it, out of reach of beast's rules on this host (an internal overlay would block it, but also the published ports)";
+
 fn net_error(name: &str, message: impl Into<String>) -> ReconcileError {
     ReconcileError::Network {
         name: name.to_string(),
@@ -151,6 +154,7 @@ impl<R: Runtime> Reconciler<R> {
             .unwrap_or(self.settings.default_egress);
         let mechanism = self.egress_mechanism();
         let usable = match &mechanism {
+            _ if self.runtime.schedules_replicas() => Err(SWARM_EGRESS.to_string()),
             Some(m) => m.available().map(|()| m.clone()),
             None => Err("egress control is not set up in this process".to_string()),
         };

@@ -21,7 +21,8 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{
     BuildOutput, ByteStream, ContainerSpec, EventStream, ImageIndex, ImageInfo, NetworkSpec,
-    Observed, ObservedNetwork, Result, Runtime, RuntimeError, Termination,
+    Observed, ObservedNetwork, ObservedWorkload, Result, Runtime, RuntimeError, Termination,
+    WorkloadSpec,
 };
 
 /// Default of `--engine-concurrency`.
@@ -224,6 +225,36 @@ impl<R: Runtime> Runtime for Bounded<R> {
 
     fn engine_ops(&self) -> Option<Arc<EngineOps>> {
         Some(self.ops.clone())
+    }
+
+    fn schedules_replicas(&self) -> bool {
+        self.inner.schedules_replicas()
+    }
+
+    async fn workloads(&self, instance: &str, key: Option<&str>) -> Result<Vec<ObservedWorkload>> {
+        let _permit = self.permit().await?;
+        self.inner.workloads(instance, key).await
+    }
+
+    async fn put_workload(
+        &self,
+        spec: &WorkloadSpec,
+        existing: Option<&ObservedWorkload>,
+    ) -> Result<String> {
+        let _permit = self.permit().await?;
+        self.ops.starts.fetch_add(1, Ordering::Relaxed);
+        self.inner.put_workload(spec, existing).await
+    }
+
+    async fn remove_workload(&self, id: &str) -> Result<()> {
+        let _permit = self.permit().await?;
+        self.ops.stops.fetch_add(1, Ordering::Relaxed);
+        self.inner.remove_workload(id).await
+    }
+
+    /// Not bounded: a push moves an image's layers for as long as that takes, like a build.
+    async fn distribute(&self, tag: &str) -> Result<String> {
+        self.inner.distribute(tag).await
     }
 }
 

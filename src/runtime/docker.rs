@@ -54,6 +54,11 @@ impl DockerRuntime {
         Ok(DockerRuntime { docker })
     }
 
+    /// The engine client, for the Swarm runtime that drives the same engine.
+    pub(super) fn client(&self) -> &Docker {
+        &self.docker
+    }
+
     /// Negotiates the API version again (after the engine came back).
     pub async fn renegotiate(&mut self) -> Result<()> {
         self.docker = self
@@ -66,7 +71,7 @@ impl DockerRuntime {
     }
 }
 
-fn map_err(err: BollardError) -> RuntimeError {
+pub(super) fn map_err(err: BollardError) -> RuntimeError {
     match err {
         BollardError::DockerResponseServerError {
             status_code: 404,
@@ -147,6 +152,7 @@ fn observed_of(summary: ContainerSummary) -> Observed {
         ports,
         created: summary.created.unwrap_or_default(),
         ip: None,
+        node: None,
     };
     let networks = summary
         .network_settings
@@ -334,7 +340,7 @@ fn image_info(summary: ImageSummary) -> ImageInfo {
 }
 
 /// The IPv4 subnets of a network's IPAM config, in its order.
-fn ipv4_subnets(ipam: Option<Ipam>) -> Vec<String> {
+pub(super) fn ipv4_subnets(ipam: Option<Ipam>) -> Vec<String> {
     ipam.and_then(|i| i.config)
         .unwrap_or_default()
         .into_iter()
@@ -343,7 +349,7 @@ fn ipv4_subnets(ipam: Option<Ipam>) -> Vec<String> {
         .collect()
 }
 
-fn network_of(n: Network) -> ObservedNetwork {
+pub(super) fn network_of(n: Network) -> ObservedNetwork {
     ObservedNetwork {
         id: n.id.unwrap_or_default(),
         name: n.name.unwrap_or_default(),
@@ -354,10 +360,10 @@ fn network_of(n: Network) -> ObservedNetwork {
     }
 }
 
-fn create_network_request(spec: &NetworkSpec) -> NetworkCreateRequest {
+pub(super) fn create_network_request(spec: &NetworkSpec, driver: &str) -> NetworkCreateRequest {
     NetworkCreateRequest {
         name: spec.name.clone(),
-        driver: Some("bridge".to_string()),
+        driver: Some(driver.to_string()),
         internal: Some(false),
         attachable: Some(false),
         ipam: Some(Ipam {
@@ -377,7 +383,7 @@ fn create_network_request(spec: &NetworkSpec) -> NetworkCreateRequest {
 /// The engine refuses an overlapping subnet with 403 "Pool overlaps with other one on this
 /// address space" and active endpoints on remove with 403 "... has active endpoints": both are
 /// conflicts with other objects, not failures of the engine.
-fn network_err(err: BollardError) -> RuntimeError {
+pub(super) fn network_err(err: BollardError) -> RuntimeError {
     match err {
         BollardError::DockerResponseServerError {
             status_code: 403,
@@ -831,7 +837,7 @@ impl Runtime for DockerRuntime {
     async fn create_network(&self, spec: &NetworkSpec) -> Result<String> {
         let created = self
             .docker
-            .create_network(create_network_request(spec))
+            .create_network(create_network_request(spec, "bridge"))
             .await
             .map_err(network_err)?;
         // Engines before API 1.44 create a second network of the same name unless asked to

@@ -248,6 +248,7 @@ impl Runtime for FakeRuntime {
                 ports: spec.ports.clone(),
                 created: 0,
                 ip: None,
+                node: None,
             },
         );
         if let Some(network) = &spec.network {

@@ -7,6 +7,7 @@
 pub mod bounded;
 pub mod docker;
 pub mod fake;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -235,6 +236,8 @@ pub struct Observed {
     pub created: i64,
     /// The container's address on its network, for beast's own health probes.
     pub ip: Option<String>,
+    /// The node it runs on, where the engine schedules over several (Swarm); `None` on one engine.
+    pub node: Option<String>,
 }
 
 impl Observed {
@@ -255,6 +258,63 @@ impl Observed {
         key_of(&self.labels)
     }
     /// The service this container runs (`beast.service`); `None` for a main container.
+    pub fn service(&self) -> Option<&str> {
+        self.labels.get(LABEL_SERVICE).map(String::as_str)
+    }
+}
+
+/// A whole replicated workload, for engines that place replicas themselves (Swarm): the
+/// challenge's main containers as one unit with `replicas`, or one of its services (replicas 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadSpec {
+    /// `{instance}_{key}[_{service}]`.
+    pub name: String,
+    /// What each replica runs; its `labels` (with `beast.spec-hash`) label the workload.
+    pub container: ContainerSpec,
+    pub replicas: u32,
+    /// Placement constraints, passed through (`node.labels.pool==pwn`).
+    pub constraints: Vec<String>,
+    /// The engine's own healthcheck of each replica.
+    pub healthcheck: Option<EngineHealthcheck>,
+    /// Bumped to make the engine replace every replica of an unchanged spec (a redeploy).
+    pub force: u64,
+}
+
+/// A healthcheck the engine runs inside the container (Docker's `HEALTHCHECK`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EngineHealthcheck {
+    /// `["CMD", ...]` or `["CMD-SHELL", "..."]`.
+    pub test: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+}
+
+/// One workload as listed by the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedWorkload {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub replicas: u32,
+    /// The engine's force-update counter (what a redeploy bumps).
+    pub force: u64,
+    /// The engine's object version, which an update must quote (never used to detect drift:
+    /// the spec-hash label does that).
+    pub version: u64,
+}
+
+impl ObservedWorkload {
+    pub fn instance(&self) -> Option<&str> {
+        self.labels.get(LABEL_INSTANCE).map(String::as_str)
+    }
+    pub fn spec_hash(&self) -> Option<&str> {
+        self.labels.get(LABEL_SPEC_HASH).map(String::as_str)
+    }
+    pub fn key(&self) -> Option<String> {
+        key_of(&self.labels)
+    }
     pub fn service(&self) -> Option<&str> {
         self.labels.get(LABEL_SERVICE).map(String::as_str)
     }
@@ -485,6 +545,46 @@ pub trait Runtime: Send + Sync + 'static {
     /// Counters of the requests beast made, where the runtime keeps them ([`bounded`]).
     fn engine_ops(&self) -> Option<std::sync::Arc<bounded::EngineOps>> {
         None
+    }
+    /// Whether the engine places replicas itself (Swarm). Then the reconciler hands it whole
+    /// workloads ([`Runtime::put_workload`]) and [`Runtime::list`] lists their replicas (tasks).
+    fn schedules_replicas(&self) -> bool {
+        false
+    }
+    /// The workloads of `instance`, optionally of one key: ONE list call.
+    fn workloads(
+        &self,
+        _instance: &str,
+        _key: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<ObservedWorkload>>> + Send {
+        async { Ok(Vec::new()) }
+    }
+    /// Creates the workload, or updates `existing` to `spec`; returns its id.
+    fn put_workload(
+        &self,
+        spec: &WorkloadSpec,
+        _existing: Option<&ObservedWorkload>,
+    ) -> impl Future<Output = Result<String>> + Send {
+        let name = spec.name.clone();
+        async move { Err(unsupported(&format!("workload {name}"))) }
+    }
+    /// Removes a workload and its replicas. Gone already → Ok(()).
+    fn remove_workload(&self, id: &str) -> impl Future<Output = Result<()>> + Send {
+        let id = id.to_string();
+        async move { Err(unsupported(&format!("workload {id}"))) }
+    }
+    /// Makes a freshly built image reachable by every node that may run it; returns the
+    /// reference to run it by (a registry digest on Swarm). One engine: the tag itself.
+    fn distribute(&self, tag: &str) -> impl Future<Output = Result<String>> + Send {
+        let tag = tag.to_string();
+        async move { Ok(tag) }
+    }
+}
+
+fn unsupported(what: &str) -> RuntimeError {
+    RuntimeError::Engine {
+        status: 501,
+        message: format!("{what}: this runtime runs containers, not workloads"),
     }
 }
 
