@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# Removes exactly what one beast instance made: its containers, its networks and its egress
+# Removes exactly what one beast instance made: its Swarm services, containers, networks and egress
 # rules (iptables rules commented `beast:INSTANCE:...`). Never anything else.
 # Usage: examples/cleanup-instance.sh INSTANCE (also used by the tests, benchmarks and CI)
 set -u
 instance=${1:?usage: cleanup-instance.sh INSTANCE}
+# Swarm services first (`run --runtime swarm`): Swarm would replace their containers otherwise.
+services=$(docker service ls -q --filter "label=beast.instance=$instance" 2>/dev/null || true)
+if [ -n "$services" ]; then
+  # shellcheck disable=SC2086
+  docker service rm $services >/dev/null 2>&1 || true
+  # Their tasks leave the overlay network on their own, within seconds.
+  for _ in $(seq 1 30); do
+    [ -z "$(docker ps -aq --filter "label=beast.instance=$instance" --filter "label=com.docker.swarm.service.id" 2>/dev/null)" ] && break
+    sleep 0.5
+  done
+fi
 ids=$(docker ps -aq --filter "label=beast.instance=$instance" 2>/dev/null || true)
 if [ -n "$ids" ]; then
   # shellcheck disable=SC2086

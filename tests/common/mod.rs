@@ -8,6 +8,7 @@
 
 pub mod chaos;
 pub mod netns;
+pub mod swarm;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -12,3 +12,4 @@ mod ownership;
 mod recovery;
 mod resilience;
 mod runtime_net;
+mod swarm;
