@@ -26,8 +26,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
-
 const IMAGE: &str = "beast-examples/busybox:1";
 const MAIN_CMD: [&str; 7] = ["nc", "-ll", "-p", "1337", "-e", "echo", "hi"];
 const SERVICE_CMD: [&str; 7] = ["nc", "-ll", "-p", "6379", "-e", "echo", "ok"];
@@ -42,8 +40,8 @@ fn main() {
 
 async fn run() -> Result<(), String> {
     common::build_images()?;
-    let n: usize = env_or("BENCH_N", 20);
-    let rounds: usize = env_or("BENCH_ROUNDS", 3);
+    let n: usize = common::env_or("BENCH_N", 20);
+    let rounds: usize = common::env_or("BENCH_ROUNDS", 3);
     let sides = std::env::var("BENCH_SIDES").unwrap_or_else(|_| "compose,beast".to_string());
     let (do_compose, do_beast) = (sides.contains("compose"), sides.contains("beast"));
     println!("converge {n} challenges with one service each, until every main answers (median of {rounds} rounds)");
@@ -60,20 +58,20 @@ async fn run() -> Result<(), String> {
             }
         }
     }
-    let compose = median(compose);
-    let beast = median(beast);
+    let compose = common::median(compose);
+    let beast = common::median(beast);
     if let Some(c) = compose {
         println!(
             "compose: {:>7.0} ms ({:.0} ms per challenge)",
-            ms(c),
-            ms(c) / n as f64
+            common::ms(c),
+            common::ms(c) / n as f64
         );
     }
     if let Some(b) = beast {
         println!(
             "beast:   {:>7.0} ms ({:.0} ms per challenge)",
-            ms(b),
-            ms(b) / n as f64
+            common::ms(b),
+            common::ms(b) / n as f64
         );
     }
     if let (Some(c), Some(b)) = (compose, beast) {
@@ -107,7 +105,7 @@ async fn compose_run(n: usize, round: usize) -> Result<Duration, String> {
         .collect::<Result<_, _>>()?;
     let statuses =
         tokio::task::spawn_blocking(move || ups.into_iter().map(wait_child).collect::<Vec<bool>>());
-    let took = tokio::time::timeout(DEADLINE, all_answer(&ports, t))
+    let took = tokio::time::timeout(DEADLINE, common::all_answer(&ports, t))
         .await
         .map_err(|_| format!("compose: not every main answered within {DEADLINE:?}"));
     let statuses = statuses.await.map_err(|e| e.to_string())?;
@@ -152,9 +150,9 @@ fn compose_file(port: u16) -> String {
     let hardened = "    restart: unless-stopped\n    mem_limit: 256m\n    pids_limit: 256\n    cap_drop: [ALL]\n    security_opt: [\"no-new-privileges:true\"]\n";
     format!(
         "services:\n  cache:\n    image: {IMAGE}\n    command: {}\n    healthcheck:\n      test: {}\n      interval: 1s\n      timeout: 2s\n      retries: 30\n{hardened}  main:\n    image: {IMAGE}\n    command: {}\n    ports: [\"{port}:1337\"]\n    depends_on:\n      cache:\n        condition: service_healthy\n{hardened}",
-        flow(&SERVICE_CMD),
-        flow(&COMPOSE_CHECK),
-        flow(&MAIN_CMD),
+        common::flow(&SERVICE_CMD),
+        common::flow(&COMPOSE_CHECK),
+        common::flow(&MAIN_CMD),
     )
 }
 
@@ -192,7 +190,7 @@ async fn beast_run(n: usize, round: usize) -> Result<Duration, String> {
         listen,
         &[],
     )?;
-    let took = tokio::time::timeout(DEADLINE, all_answer(&ports, t))
+    let took = tokio::time::timeout(DEADLINE, common::all_answer(&ports, t))
         .await
         .map_err(|_| format!("beast: not every main answered within {DEADLINE:?}"))?;
     // Let beast remove its own challenges (containers, networks, anything else it made).
@@ -211,8 +209,8 @@ async fn beast_run(n: usize, round: usize) -> Result<Duration, String> {
 fn manifest(i: usize, port: u16) -> String {
     format!(
         "apiVersion: beast/v1\nkind: Challenge\nmetadata:\n  name: s{i}\nspec:\n  image: {IMAGE}\n  command: {}\n  ports:\n    - port: 1337\n      hostPort: {port}\n  network:\n    egress: true\n  services:\n    - name: cache\n      image: {IMAGE}\n      command: {}\n      healthcheck:\n        tcp: {{port: 6379}}\n        interval: 1s\n        timeout: 2s\n        retries: 30\n",
-        flow(&MAIN_CMD),
-        flow(&SERVICE_CMD),
+        common::flow(&MAIN_CMD),
+        common::flow(&SERVICE_CMD),
     )
 }
 
@@ -229,49 +227,4 @@ fn containers_of(instance: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Waits until every port answers with at least one byte; the time since `start`.
-async fn all_answer(ports: &[u16], start: Instant) -> Duration {
-    let waits = ports.iter().map(|&port| async move {
-        while !answers(port).await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
-    futures::future::join_all(waits).await;
-    start.elapsed()
-}
-
-async fn answers(port: u16) -> bool {
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        let mut buf = [0u8; 8];
-        stream.read(&mut buf).await
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_millis(500), attempt).await,
-        Ok(Ok(read)) if read > 0
-    )
-}
-
-/// A YAML flow sequence of strings.
-fn flow(items: &[&str]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| format!("\"{s}\"")).collect();
-    format!("[{}]", quoted.join(", "))
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<Duration>) -> Option<Duration> {
-    v.sort();
-    v.get(v.len() / 2).copied()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

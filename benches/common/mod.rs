@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::time::{Duration, Instant};
 use std::process::{Command, Stdio};
 
 /// Runs `bench` on a tokio runtime; a failure is printed and exits non-zero.
@@ -150,4 +151,50 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
         .iter()
         .map(|l| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string()))
         .collect()
+}
+
+/// Waits until every port answers with at least one byte; the time since `start`.
+pub async fn all_answer(ports: &[u16], start: Instant) -> Duration {
+    let waits = ports.iter().map(|&port| async move {
+        while !answers(port).await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    futures::future::join_all(waits).await;
+    start.elapsed()
+}
+
+pub async fn answers(port: u16) -> bool {
+    let attempt = async {
+        use tokio::io::AsyncReadExt;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut buf = [0u8; 8];
+        stream.read(&mut buf).await
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), attempt).await,
+        Ok(Ok(read)) if read > 0
+    )
+}
+
+/// A YAML flow sequence of strings.
+pub fn flow(items: &[&str]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("\"{s}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+pub fn median(mut v: Vec<Duration>) -> Option<Duration> {
+    v.sort();
+    v.get(v.len() / 2).copied()
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
