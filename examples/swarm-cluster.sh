@@ -135,7 +135,7 @@ start_node() {
   # engine's bounding set lacks one (CAP_SYS_RESOURCE on this machine) runc fails with "unable
   # to apply caps". /var/lib/docker on a volume (ext4 here) so the nested engine can use
   # overlay2; /run as tmpfs so no stale pid file or socket survives a restart of the node.
-  docker run -d --name "$c" --hostname "$name-$node" "${node_privileges[@]}" \
+  docker run -d --name "$c" --hostname "$c" "${node_privileges[@]}" \
     --network "$net" --ip "$ip" --label "$label=$name" \
     -v "$(volume_of "$node"):/var/lib/docker" --tmpfs /run --tmpfs /tmp \
     "${extra[@]}" "$image" --insecure-registry "$mgr:5000" >/dev/null
