@@ -2,8 +2,8 @@
 # Builds the image of one test Swarm node, beast/swarm-node:1: a debootstrapped Debian bookworm
 # (minbase) with Debian's docker.io (the node's own engine), docker-registry (run on the manager),
 # iptables and iproute2, imported with `docker import`. Nothing is pulled from a registry; the
-# packages come from the Debian mirror (deb.debian.org, or SWARM_NODE_MIRROR). examples/swarm-cluster.sh runs
-# three of these, privileged, as a multi-node swarm (docs/scaling-out.md, "Test cluster").
+# packages come from the Debian mirror (deb.debian.org, or SWARM_NODE_MIRROR).
+# examples/swarm-cluster.sh runs three of these as a multi-node swarm (docs/scaling-out.md).
 #   examples/swarm-node-image.sh            # builds unless the tag already exists (cached by tag)
 #   SWARM_NODE_REBUILD=1 examples/swarm-node-image.sh   # builds anew
 #   SWARM_NODE_IMAGE=other/tag:2 examples/swarm-node-image.sh
