@@ -8,7 +8,8 @@
 #   benches/swarm_stack.sh --up                # makes a cluster for the run and removes it after
 #   SWARM_STACK_RUNS=3 benches/swarm_stack.sh   # three deploys in a row, each timed
 # Settings: SWARM_STACK_SERVICES=20, SWARM_STACK_PORT=21000 (first published port),
-# SWARM_STACK_IMAGE (default $SWARM_REGISTRY/beast-examples/busybox:1), SWARM_STACK_TIMEOUT=300.
+# SWARM_STACK_IMAGE (default $SWARM_REGISTRY/beast-examples/busybox:1), SWARM_STACK_TIMEOUT=300,
+# SWARM_STACK_COMPOSE=FILE (also write the generated compose file there, for the beast half).
 # Prints one line per run: "stack deploy: N services running in S s".
 # Needs: docker, a swarm manager in DOCKER_HOST (or --up: root, as examples/swarm-cluster.sh).
 set -euo pipefail
@@ -65,6 +66,7 @@ compose=$work/stack.yml
 YAML
   done
 } >"$compose"
+if [ -n "${SWARM_STACK_COMPOSE:-}" ]; then cp "$compose" "$SWARM_STACK_COMPOSE"; fi
 
 running_tasks() {
   docker stack ps "$stack" --filter desired-state=running --format '{{.CurrentState}}' 2>/dev/null |
