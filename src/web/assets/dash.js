@@ -157,8 +157,10 @@
     const abort = new AbortController();
     logAbort = abort;
     const pre = $("d-log");
+    let fresh = true; // a reconnect replaces the text with its first chunk (no empty flash)
     const append = (text) => {
-      const lines = (pre.textContent + text).split("\n");
+      const lines = ((fresh ? "" : pre.textContent) + text).split("\n");
+      fresh = false;
       pre.textContent = lines.slice(-400).join("\n");
       pre.scrollTop = pre.scrollHeight;
     };
@@ -171,7 +173,7 @@
           if (e.status === 403 || e.status === 404) return append("(" + e.message + ")\n");
         }
         await new Promise((r) => setTimeout(r, 2000));
-        if (!abort.signal.aborted) pre.textContent = "";
+        fresh = true;
       }
     };
     run();
