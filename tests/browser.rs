@@ -473,6 +473,45 @@ async fn dashboard_shows_phases_heals_live_and_redeploys() {
 
     browser.first_paint_of(&format!("{}/", env.api)).await;
 
+    // A dropped stream (beast restarts): the page reconnects by itself and stays live.
+    browser
+        .wait_js(
+            "the event stream",
+            "document.getElementById('live').classList.contains('on')",
+            WAIT,
+        )
+        .await;
+    browser.js("window.notReloaded = true").await;
+    assert!(env.stop().success());
+    browser
+        .wait_js(
+            "the page to notice the drop",
+            "!document.getElementById('live').classList.contains('on')",
+            WAIT,
+        )
+        .await;
+    env.start();
+    browser
+        .wait_js(
+            "the stream back",
+            "document.getElementById('live').classList.contains('on')",
+            WAIT,
+        )
+        .await;
+    browser
+        .js("document.getElementById('feed').replaceChildren() || true")
+        .await;
+    let quiet = main_id(&env, "quiet").expect("quiet's container");
+    assert!(docker_ok(&["rm", "-f", &quiet]));
+    browser
+        .wait_js(
+            "a heal after the reconnect",
+            "document.querySelector('#feed li[data-kind=heal][data-challenge=quiet]')",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(browser.js("window.notReloaded === true").await, json!(true));
+
     // A refused token brings the prompt back.
     browser
         .js("sessionStorage.setItem('beast.token', 'not-a-token')")
