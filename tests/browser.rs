@@ -308,7 +308,7 @@ async fn dashboard_shows_phases_heals_live_and_redeploys() {
         &manifest(
             "echo",
             &format!(
-                "  command: [sh, -c, \"echo echo: listening on 1337; exec nc -ll -p 1337 -e cat\"]\n  ports: [{{port: 1337}}]\n  flag: \"{FLAG}\"\n  env: {{FLAG: \"{FLAG}\"}}\n"
+                "  command: [sh, -c, \"echo echo: listening on 1337; echo the flag is $FLAG; exec nc -ll -p 1337 -e cat\"]\n  ports: [{{port: 1337}}]\n  flag: \"{FLAG}\"\n  env: {{FLAG: \"{FLAG}\"}}\n"
             ),
         ),
     );
@@ -457,8 +457,8 @@ async fn dashboard_shows_phases_heals_live_and_redeploys() {
 
     browser
         .wait_js(
-            "the live log",
-            "document.getElementById('d-log').textContent.includes('listening on 1337')",
+            "the live log, with the flag the container prints masked",
+            "document.getElementById('d-log').textContent.includes('listening on 1337\\nthe flag is •••• (hidden)')",
             WAIT,
         )
         .await;

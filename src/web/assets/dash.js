@@ -10,6 +10,9 @@
   let logAbort = null;
   let taskTimer = null;
   const flashes = new Map(); // challenge -> time of its last heal
+  let secrets = []; // the selected challenge's flags (known with an author token), masked in logs
+  const HIDDEN = "•••• (hidden)";
+  const mask = (text) => secrets.reduce((t, f) => t.split(f).join(HIDDEN), String(text));
 
   const main = (s) => s.status.containers.filter((c) => !c.service);
   const isReady = (c) => c.state === "running" && c.health !== "unhealthy" && c.health !== "starting";
@@ -75,6 +78,7 @@
   function select(name) {
     if (selected === name) return;
     selected = name;
+    secrets = [];
     stopLog();
     $("d-task").textContent = "";
     $("d-log").textContent = "";
@@ -118,21 +122,25 @@
         (t.reason ? ": " + t.reason : "") + " at " + B.time(t.time)
       : "none";
     $("d-term-log").hidden = !(t && t.logTail && t.logTail.length);
-    $("d-term-log").textContent = t && t.logTail ? t.logTail.join("\n") : "";
+    $("d-term-log").textContent = t && t.logTail ? mask(t.logTail.join("\n")) : "";
     $("d-events").replaceChildren(...s.status.events.slice().reverse().map((e) =>
       el("li", { class: e.type }, el("span", { class: "time", text: B.time(e.time) }),
-        el("span", { class: "reason", text: e.reason }), e.message)));
+        el("span", { class: "reason", text: e.reason }), mask(e.message))));
   }
 
   // The manifest with its flags hidden (authors may read it; the page never shows a flag).
+  // Remembers the static flags in `secrets`, so the logs shown can mask them too.
   function redact(m) {
-    const hide = "•••• (hidden)";
+    const hide = (v) => {
+      if (typeof v === "string" && v.length >= 4) secrets.push(v);
+      return HIDDEN;
+    };
     const env = (o) => {
-      if (o && o.env) for (const k of Object.keys(o.env)) if (/flag/i.test(k)) o.env[k] = hide;
+      if (o && o.env) for (const k of Object.keys(o.env)) if (/flag/i.test(k)) o.env[k] = hide(o.env[k]);
     };
     const spec = m.spec || {};
-    if ("flag" in spec) spec.flag = hide;
-    if (spec.instances && spec.instances.flag) spec.instances.flag = hide;
+    if ("flag" in spec) spec.flag = hide(spec.flag);
+    if (spec.instances && spec.instances.flag) spec.instances.flag = HIDDEN;
     env(spec);
     (spec.services || []).forEach(env);
     return m;
@@ -141,7 +149,10 @@
   async function loadManifest(name) {
     try {
       const r = await api("GET", "/api/v1/manage/challenges/" + enc(name));
-      if (selected === name) $("d-manifest").textContent = JSON.stringify(redact(r.data), null, 2);
+      if (selected !== name) return;
+      $("d-manifest").textContent = JSON.stringify(redact(r.data), null, 2);
+      $("d-log").textContent = mask($("d-log").textContent);
+      renderDetail(items.find((s) => s.name === name));
     } catch (e) {
       if (selected === name) $("d-manifest").textContent = e.status === 403 ? "(an author token reads manifests)" : e.message;
     }
@@ -159,7 +170,7 @@
     const pre = $("d-log");
     let fresh = true; // a reconnect replaces the text with its first chunk (no empty flash)
     const append = (text) => {
-      const lines = ((fresh ? "" : pre.textContent) + text).split("\n");
+      const lines = mask((fresh ? "" : pre.textContent) + text).split("\n");
       fresh = false;
       pre.textContent = lines.slice(-400).join("\n");
       pre.scrollTop = pre.scrollHeight;
