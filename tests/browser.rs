@@ -314,7 +314,9 @@ async fn dashboard_shows_phases_heals_live_and_redeploys() {
     );
     env.write(
         "quiet/challenge.yaml",
-        &manifest("quiet", "  command: [sleep, \"3600\"]\n"),
+        &format!(
+            "apiVersion: beast/v1\nkind: Challenge\nmetadata:\n  name: quiet\n  labels: {{tier: two}}\nspec:\n  image: {BUSYBOX}\n  command: [sleep, \"3600\"]\n"
+        ),
     );
     env.start();
     env.wait_running("echo");
@@ -454,6 +456,29 @@ async fn dashboard_shows_phases_heals_live_and_redeploys() {
         .select_by_value("")
         .await
         .unwrap();
+    let labels = browser
+        .client
+        .find(Locator::Id("filter-labels"))
+        .await
+        .unwrap();
+    labels.send_keys("tier=two").await.unwrap();
+    browser.click("#filters button[type=submit]").await;
+    browser
+        .wait_js(
+            "only quiet under tier=two",
+            "document.querySelectorAll('#rows tr').length === 1 && document.querySelector('#rows tr[data-name=quiet]')",
+            WAIT,
+        )
+        .await;
+    labels.clear().await.unwrap();
+    browser.click("#filters button[type=submit]").await;
+    browser
+        .wait_js(
+            "both again",
+            "document.querySelectorAll('#rows tr').length === 2 || null",
+            WAIT,
+        )
+        .await;
 
     browser
         .wait_js(
