@@ -35,3 +35,4 @@ pub mod runtime;
 pub mod source;
 pub mod status;
 pub mod tasks;
+pub mod web;

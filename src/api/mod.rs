@@ -272,6 +272,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, _) = api().finish();
     let metrics = state.metrics.clone();
     routes
+        .merge(crate::web::router())
         .fallback(not_found)
         .layer(middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY))
