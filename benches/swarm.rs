@@ -8,6 +8,8 @@
 //! - both timed from the start until every service answers on its port (its task running and
 //!   serving: a byte read back).
 //!
+//! Run it:
+//!
 //!     cargo bench --bench swarm                       # N = 20, 3 rounds (median)
 //!     BENCH_N=5 BENCH_ROUNDS=1 cargo bench --bench swarm
 //!
@@ -55,7 +57,9 @@ async fn run() -> Result<(), String> {
     common::build_images()?;
     let n = common::env_or("BENCH_N", 20);
     let rounds = common::env_or("BENCH_ROUNDS", 3);
-    println!("converge {n} challenges on swarm until every one answers (median of {rounds} rounds)");
+    println!(
+        "converge {n} challenges on swarm until every one answers (median of {rounds} rounds)"
+    );
     let (mut stack, mut beast) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         stack.push(stack_run(n, round).await?);
@@ -124,7 +128,7 @@ fn stack_file(ports: &[u16]) -> String {
     let mut networks = String::from("networks:\n");
     for (i, port) in ports.iter().enumerate() {
         services.push_str(&format!(
-            "  s{i}:\n    image: {IMAGE}\n    command: {}\n    ports:\n      - {{target: 1337, published: {port}, protocol: tcp, mode: host}}\n    networks: [n{i}]\n    cap_drop: [ALL]\n    deploy:\n      replicas: 1\n      endpoint_mode: dnsrr\n      resources:\n        limits: {{memory: 256M, pids: 256}}\n",
+            "  s{i}:\n    image: {IMAGE}\n    command: {}\n    ports:\n      - {{target: 1337, published: {port}, protocol: tcp, mode: host}}\n    networks: [n{i}]\n    cap_drop: [ALL]\n    deploy:\n      replicas: 1\n      endpoint_mode: dnsrr\n      resources:\n        limits: {{memory: 256M}}\n",
             common::flow(&CMD)
         ));
         networks.push_str(&format!("  n{i}:\n    driver: overlay\n"));

@@ -5,8 +5,8 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::time::{Duration, Instant};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Runs `bench` on a tokio runtime; a failure is printed and exits non-zero.
 pub fn run<F: Future<Output = Result<(), String>>>(bench: F) {

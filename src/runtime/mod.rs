@@ -190,6 +190,10 @@ impl ObservedNetwork {
     pub fn challenge(&self) -> Option<&str> {
         self.labels.get(LABEL_CHALLENGE).map(String::as_str)
     }
+    /// What the network serves: its challenge, or `{challenge}.{id}` for a team's instance.
+    pub fn key(&self) -> Option<String> {
+        key_of(&self.labels)
+    }
 }
 
 /// Lifecycle state of a container as the engine reports it.

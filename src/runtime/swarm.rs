@@ -156,6 +156,13 @@ pub fn kernel_has_ipvs() -> bool {
         || std::path::Path::new("/sys/module/ip_vs").exists()
 }
 
+/// A name as Swarm takes it: services and overlay networks must be DNS name components, so the
+/// `.` of a per-team instance's key (`{challenge}.{id}`) becomes `_`. Listed objects get their
+/// beast names back from their labels.
+fn engine_name(name: &str) -> String {
+    name.replace('.', "_")
+}
+
 /// `label` filters selecting `instance`'s objects (of one key).
 fn label_filters(instance: &str, key: Option<&str>) -> HashMap<String, Vec<String>> {
     let mut labels = vec![format!("{LABEL_INSTANCE}={instance}")];
@@ -377,7 +384,13 @@ impl Runtime for SwarmRuntime {
     }
 
     async fn networks(&self, instance: &str) -> Result<Vec<ObservedNetwork>> {
-        self.engine.networks(instance).await
+        let mut networks = self.engine.networks(instance).await?;
+        for n in &mut networks {
+            if let Some(key) = n.key() {
+                n.name = crate::containers::network_name(instance, &key);
+            }
+        }
+        Ok(networks)
     }
 
     async fn subnets_in_use(&self) -> Result<Vec<String>> {
@@ -386,9 +399,11 @@ impl Runtime for SwarmRuntime {
 
     async fn create_network(&self, spec: &NetworkSpec) -> Result<String> {
         // An overlay spans the nodes; not attachable, so no stray container can join it.
+        let mut spec = spec.clone();
+        spec.name = engine_name(&spec.name);
         let created = self
             .docker()
-            .create_network(create_network_request(spec, "overlay"))
+            .create_network(create_network_request(&spec, "overlay"))
             .await
             .map_err(network_err)?;
         if created.warning.contains("already exists") {
@@ -420,6 +435,12 @@ impl Runtime for SwarmRuntime {
             .await?
             .into_iter()
             .map(translate::workload_of)
+            .map(|mut w| {
+                if let Some(key) = w.key() {
+                    w.name = crate::containers::workload_name(instance, &key, w.service());
+                }
+                w
+            })
             .collect())
     }
 
@@ -428,7 +449,10 @@ impl Runtime for SwarmRuntime {
         spec: &WorkloadSpec,
         existing: Option<&ObservedWorkload>,
     ) -> Result<String> {
-        let body = translate::service_spec(spec, self.settings.publish)?;
+        let mut spec = spec.clone();
+        spec.name = engine_name(&spec.name);
+        spec.container.network = spec.container.network.as_deref().map(engine_name);
+        let body = translate::service_spec(&spec, self.settings.publish)?;
         match existing {
             None => {
                 let created = self

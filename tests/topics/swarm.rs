@@ -240,3 +240,58 @@ fn a_challenge_built_from_source_runs_on_a_single_node_swarm() {
     });
     assert!(got, "the built image does not answer on {port}");
 }
+
+#[test]
+fn a_teams_instance_runs_as_its_own_services_on_its_own_overlay() {
+    let _swarm = SwarmGuard::join();
+    let mut env = Env::new("swarm-team");
+    env.write(
+        "pwn.yaml",
+        &manifest(
+            "pwn",
+            "  command: [sh, -c, \"nc -ll -p 1337 -e sh -c 'echo $FLAG'\"]\n  ports: [{port: 1337}]\n  instances:\n    perTeam: true\n    flag: {template: \"flag{pwn_{random}}\", env: FLAG}\n",
+        ),
+    );
+    env.start_swarm(&[]);
+    env.wait_running("pwn");
+    let token = env.player_token("red");
+    let (code, created, _) = env
+        .call_as(&token, "POST", "/api/v1/instances/pwn", "")
+        .unwrap();
+    assert!(code == 201 || code == 202, "{code} {created}");
+    let mut port = 0;
+    env.wait_secs("the team's instance to serve its flag", 60, |env| {
+        let Some((200, view, _)) = env.call_as(&token, "GET", "/api/v1/instances/pwn", "") else {
+            return false;
+        };
+        port = view["connection"][0]["hostPort"].as_u64().unwrap_or(0) as u16;
+        view["phase"] == "Running" && port > 0 && banner(port).starts_with("flag{pwn_")
+    });
+    // Swarm names are DNS name components: the key's `.` becomes `_` on the engine.
+    let services = docker(&[
+        "service",
+        "ls",
+        "--filter",
+        &format!("label=beast.instance={}", env.instance),
+        "--format",
+        "{{.Name}}",
+    ]);
+    assert!(
+        services.starts_with(&format!("{}_pwn_", env.instance)),
+        "{services}"
+    );
+    let (code, _, _) = env
+        .call_as(&token, "DELETE", "/api/v1/instances/pwn", "")
+        .unwrap();
+    assert!(code == 202 || code == 204, "{code}");
+    env.wait_secs("the instance's service to go", 30, |env| {
+        docker(&[
+            "service",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=beast.instance={}", env.instance),
+        ])
+        .is_empty()
+    });
+}
