@@ -469,6 +469,9 @@ pub struct PlanArgs {
     /// Branch to plan from.
     #[arg(long = "git-branch", env = "BEAST_GIT_BRANCH", default_value = "main")]
     pub git_branch: String,
+    /// The runtime `beast run` drives (`swarm`: plan against the swarm's services and tasks).
+    #[arg(long, env = "BEAST_RUNTIME", value_enum, default_value = "docker")]
+    pub runtime: RuntimeKind,
     /// The iptables program `beast run` would keep egress rules with: the plan says whether
     /// egress off can be enforced with it (it only lists rules, never changes them).
     #[arg(long, env = "BEAST_IPTABLES", default_value = "iptables")]

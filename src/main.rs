@@ -23,6 +23,7 @@ use beast::reconcile::{Reconciler, Settings};
 use beast::runtime::bounded::Bounded;
 use beast::runtime::docker::DockerRuntime;
 use beast::runtime::swarm::{PublishMode, SwarmRuntime, SwarmSettings};
+use beast::runtime::Runtime;
 use beast::status::StatusBoard;
 
 fn main() -> ExitCode {
@@ -298,9 +299,28 @@ async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     };
     operator::rescan(&roots, &store);
     let ports = PortAllocator::open(args.source.port_range, &args.source.state_dir)?.detached();
-    let runtime = DockerRuntime::connect()
+    let engine = DockerRuntime::connect()
         .await
         .context("connecting to the Docker engine")?;
+    match args.runtime {
+        RuntimeKind::Docker => plan_on(engine, &args, store, ports).await,
+        RuntimeKind::Swarm => {
+            let settings = SwarmSettings {
+                publish: PublishMode::Host,
+                registry: None,
+            };
+            plan_on(SwarmRuntime::new(engine, settings), &args, store, ports).await
+        }
+    }
+}
+
+/// The plan of `store` against what `runtime` runs, printed.
+async fn plan_on<R: Runtime>(
+    runtime: R,
+    args: &PlanArgs,
+    store: DesiredStore,
+    ports: PortAllocator,
+) -> anyhow::Result<ExitCode> {
     let settings = Settings {
         instance: args.source.instance.clone(),
         defaults: defaults(&args.source)?,

@@ -193,6 +193,9 @@ pub struct Reconciler<R: Runtime> {
     /// Built images made pullable by every node (image id → reference), where the runtime
     /// distributes them (Swarm's registry push).
     distributed: Mutex<HashMap<String, String>>,
+    /// Where the engine last ran each replica of a challenge (slot → node), where it places them
+    /// itself: a replica found running elsewhere has been moved.
+    placed: Mutex<HashMap<String, BTreeMap<String, String>>>,
     me: Weak<Reconciler<R>>,
 }
 
@@ -236,6 +239,7 @@ impl<R: Runtime> Reconciler<R> {
             blocked: Mutex::new(HashMap::new()),
             service_builds: Mutex::new(HashMap::new()),
             distributed: Mutex::new(HashMap::new()),
+            placed: Mutex::new(HashMap::new()),
             instances: Mutex::new(None),
             me: me.clone(),
         })
@@ -601,6 +605,10 @@ impl<R: Runtime> Reconciler<R> {
             self.builder.forget(self.instance(), &key).await;
         }
         self.status.remove(name);
+        self.placed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         self.ports().release(name, 0);
         self.persist_ports()
     }

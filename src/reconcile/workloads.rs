@@ -237,28 +237,26 @@ impl<R: Runtime> Reconciler<R> {
         Ok(())
     }
 
-    /// Says so in the history when a replica now runs on another node than last recorded
+    /// Says so in the history when a replica now runs on another node than where it last ran
     /// (the engine moved it, e.g. off a node that went down).
     fn note_moves(&self, name: &str, observed: &[Observed]) {
-        let before: BTreeMap<String, String> = self
-            .status
-            .get(name)
-            .map(|s| s.containers)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|c| Some((slot_name(c.replica, c.service.as_deref()), c.node?)))
-            .collect();
-        for o in observed
+        let running: Vec<(String, String)> = observed
             .iter()
             .filter(|o| o.state == ContainerState::Running)
-        {
-            let (Some(node), Some(slot)) = (&o.node, Slot::of(o)) else {
-                continue;
-            };
-            let slot = slot.to_string();
-            let Some(old) = before.get(&slot).filter(|old| *old != node) else {
-                continue;
-            };
+            .filter_map(|o| Some((Slot::of(o)?.to_string(), o.node.clone()?)))
+            .collect();
+        let moves: Vec<(String, String, String)> = {
+            let mut placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
+            let last = placed.entry(name.to_string()).or_default();
+            running
+                .into_iter()
+                .filter_map(|(slot, node)| {
+                    let old = last.insert(slot.clone(), node.clone())?;
+                    (old != node).then_some((slot, old, node))
+                })
+                .collect()
+        };
+        for (slot, old, node) in moves {
             let message = format!("{slot} moved from node {old} to {node}");
             self.status
                 .update(name, |s| s.event(true, "Rescheduled", message.clone()));
@@ -269,12 +267,5 @@ impl<R: Runtime> Reconciler<R> {
                 serde_json::json!({"from": old, "to": node}),
             );
         }
-    }
-}
-
-fn slot_name(replica: u32, service: Option<&str>) -> String {
-    match service {
-        Some(service) => Slot::Service(service.to_string()).to_string(),
-        None => Slot::Replica(replica).to_string(),
     }
 }
