@@ -20,11 +20,15 @@ if [ -n "$ids" ]; then
   # shellcheck disable=SC2086
   docker rm -f $ids >/dev/null 2>&1 || true
 fi
-nets=$(docker network ls -q --filter "label=beast.instance=$instance" 2>/dev/null || true)
-if [ -n "$nets" ]; then
+# A swarm releases an overlay's endpoints a moment after its tasks are gone: try a few times.
+for _ in $(seq 1 20); do
+  nets=$(docker network ls -q --filter "label=beast.instance=$instance" 2>/dev/null || true)
+  [ -z "$nets" ] && break
   # shellcheck disable=SC2086
   docker network rm $nets >/dev/null 2>&1 || true
-fi
+  [ -z "$services" ] && break
+  sleep 1
+done
 if command -v iptables >/dev/null 2>&1; then
   for chain in DOCKER-USER FORWARD INPUT; do
     iptables -w -S "$chain" 2>/dev/null | grep -F "beast:$instance:" | while read -r line; do

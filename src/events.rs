@@ -307,6 +307,7 @@ fn on_exit<R: Runtime>(
             oom_killed: false,
             time: now_rfc3339(),
             log_tail: previous_tail,
+            message: String::new(),
         });
     });
     if !read_tail {
@@ -327,6 +328,7 @@ fn on_exit<R: Runtime>(
                 if let Some(term) = termination {
                     t.oom_killed |= term.oom_killed;
                     t.reason = reason(t.exit_code, t.oom_killed).into();
+                    t.message = term.message;
                     if !term.finished_at.is_empty() && !term.finished_at.starts_with("0001") {
                         t.time = term.finished_at;
                     }

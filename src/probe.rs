@@ -354,6 +354,7 @@ async fn restart<H: ProbeHost>(
             oom_killed: false,
             time: now_rfc3339(),
             log_tail: tail,
+            message: String::new(),
         });
     });
     host.announce_restart(challenge, &container.name, &message);

@@ -70,6 +70,9 @@ pub struct LastTermination {
     pub time: String,
     /// The last lines the container wrote.
     pub log_tail: Vec<String>,
+    /// The engine's words on why it ended, where it gives them (Swarm: the task's error).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// Something beast saw or did, kept in the challenge's history (last [`HISTORY`] entries).

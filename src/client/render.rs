@@ -89,6 +89,8 @@ pub struct TerminationView {
     pub oom_killed: bool,
     pub time: String,
     pub log_tail: Vec<String>,
+    /// The engine's words (Swarm: the task's error); empty when it gave none.
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -500,6 +502,9 @@ fn termination_section(last: Option<&TerminationView>) -> String {
         ("Time", t.time.clone()),
     ] {
         let _ = writeln!(out, "  {:<12}{}", format!("{key}:"), or_dash(&value));
+    }
+    if !t.message.is_empty() {
+        let _ = writeln!(out, "  {:<12}{}", "Message:", one_line(&t.message));
     }
     if t.log_tail.is_empty() {
         out.push_str("  Log Tail:   <none>\n");

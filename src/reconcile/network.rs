@@ -39,6 +39,12 @@ fn net_error(name: &str, message: impl Into<String>) -> ReconcileError {
     }
 }
 
+/// A network of the wanted name as listed: with its subnet, or without one (by id).
+enum Found {
+    Usable(NetState),
+    Unallocated(String),
+}
+
 fn state_of(n: &ObservedNetwork) -> Option<NetState> {
     Some(NetState {
         id: n.id.clone(),
@@ -81,15 +87,27 @@ impl<R: Runtime> Reconciler<R> {
         let name = network_name(self.instance(), challenge);
         let _one_at_a_time = self.net_lock.lock().await;
         for attempt in 0..ATTEMPTS {
-            if let Some(found) = self.find_network(&name).await? {
-                self.nets().insert(challenge.to_string(), found.clone());
-                return Ok(found);
+            match self.find_network(&name).await? {
+                Some(Found::Usable(found)) => {
+                    self.nets().insert(challenge.to_string(), found.clone());
+                    return Ok(found);
+                }
+                Some(Found::Unallocated(id)) => {
+                    // A swarm accepts an overlay and allocates its subnet afterwards; one whose
+                    // allocation failed has none and never will: make it anew.
+                    tracing::warn!(network = %name, "network has no subnet (its allocation failed); recreating it");
+                    let _ = self.runtime.remove_network(&id).await;
+                }
+                None => {}
             }
-            let in_use = self
+            let mut in_use = self
                 .runtime
                 .subnets_in_use()
                 .await
                 .map_err(|e| net_error(&name, e.to_string()))?;
+            // What this process handed out counts even before the engine lists it (a swarm
+            // shows an overlay's subnet only once it has allocated it).
+            in_use.extend(self.nets().values().map(|n| n.subnet.clone()));
             let Some((subnet, gateway)) = self.settings.pool.choose(&in_use, 0) else {
                 return Err(net_error(
                     &name,
@@ -129,13 +147,19 @@ impl<R: Runtime> Reconciler<R> {
         ))
     }
 
-    async fn find_network(&self, name: &str) -> Result<Option<NetState>, ReconcileError> {
+    async fn find_network(&self, name: &str) -> Result<Option<Found>, ReconcileError> {
         let listed = self
             .runtime
             .networks(self.instance())
             .await
             .map_err(|e| net_error(name, e.to_string()))?;
-        Ok(listed.iter().find(|n| n.name == name).and_then(state_of))
+        Ok(listed
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| match state_of(n) {
+                Some(state) => Found::Usable(state),
+                None => Found::Unallocated(n.id.clone()),
+            }))
     }
 
     /// Puts the egress rules of `challenge` in place (or takes them away when egress is on),
@@ -204,7 +228,15 @@ impl<R: Runtime> Reconciler<R> {
         let name = network_name(self.instance(), challenge);
         let id = match known {
             Some(state) => Some(state.id),
-            None => self.find_network(&name).await.ok().flatten().map(|s| s.id),
+            None => self
+                .find_network(&name)
+                .await
+                .ok()
+                .flatten()
+                .map(|found| match found {
+                    Found::Usable(state) => state.id,
+                    Found::Unallocated(id) => id,
+                }),
         };
         if let Some(id) = id {
             self.remove_network(challenge, &id).await;

@@ -695,6 +695,7 @@ impl Runtime for DockerRuntime {
             running: state.running.unwrap_or_default()
                 && !state.restarting.unwrap_or_default()
                 && !state.paused.unwrap_or_default(),
+            message: String::new(),
         })
     }
 

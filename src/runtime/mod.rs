@@ -388,6 +388,9 @@ pub struct Termination {
     pub started_at: String,
     /// Whether it runs now (not exited, restarting, paused or dead).
     pub running: bool,
+    /// The engine's own words on why it ended, where it gives them (a Swarm task's error);
+    /// empty otherwise.
+    pub message: String,
 }
 
 /// What a successful image build gives back.

@@ -179,6 +179,20 @@ fn unsupported(what: &str) -> RuntimeError {
     }
 }
 
+/// The name a task's replica has in the status (`{instance}_{key}.{slot}`, or the service's
+/// `{instance}_{key}_{service}`), from its labels.
+fn replica_name(labels: &BTreeMap<String, String>, slot: Option<i64>) -> String {
+    let (Some(instance), Some(key)) = (labels.get(LABEL_INSTANCE), super::key_of(labels)) else {
+        return String::new();
+    };
+    let service = labels.get(super::LABEL_SERVICE).map(String::as_str);
+    let name = engine_name(&crate::containers::workload_name(instance, &key, service));
+    match (service, slot) {
+        (None, Some(slot)) => format!("{name}.{slot}"),
+        _ => name,
+    }
+}
+
 /// One poll's view of the tasks: state per task id.
 type Seen = HashMap<String, TaskState>;
 
@@ -205,7 +219,7 @@ fn task_events(previous: &Seen, tasks: &[Task], now: i64) -> Vec<EngineEvent> {
             Some(EngineEvent {
                 action: if failed { "die" } else { "update" }.to_string(),
                 container_id: id,
-                name: t.name.clone().unwrap_or_default(),
+                name: replica_name(&labels, t.slot),
                 challenge: super::key_of(&labels),
                 replica: t.slot.and_then(|s| u32::try_from(s).ok()),
                 exit_code: t
@@ -376,6 +390,7 @@ impl Runtime for SwarmRuntime {
             restart_count: 0,
             started_at: task.created_at.unwrap_or_default(),
             running,
+            message: status.err.unwrap_or_default(),
         })
     }
 

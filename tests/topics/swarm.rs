@@ -98,9 +98,13 @@ fn swarm_heals_what_it_does_not_itself_and_reports_crashes() {
                 && s["status"]["lastTermination"]["exitCode"] == 3
         })
     });
-    let s = env.status("crash").unwrap();
-    let tail = s["status"]["lastTermination"]["logTail"].to_string();
-    assert!(tail.contains("about to fail"), "{s}");
+    env.wait_secs("the log tail and the task's error", 30, |env| {
+        env.status("crash").is_some_and(|s| {
+            let last = &s["status"]["lastTermination"];
+            last["logTail"].to_string().contains("about to fail")
+                && last["message"].as_str().is_some_and(|m| m.contains("exit"))
+        })
+    });
 }
 
 #[test]
