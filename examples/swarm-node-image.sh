@@ -23,7 +23,7 @@ packages=docker.io,docker-registry,iptables,iproute2,ca-certificates,procps,busy
 
 # The thin layer on top (start script, registry configuration) is labelled with a hash of its
 # inputs, so an edited start script rebuilds that layer (seconds) without a new debootstrap.
-layer_hash=$(cat "$here/swarm-node-entrypoint.sh" "$here/swarm-node-registry.yml" | sha256sum | cut -c1-16)
+layer_hash=$(cat "$here/swarm-node-entrypoint.sh" "$here/swarm-node-registry.conf" | sha256sum | cut -c1-16)
 if [ -z "${SWARM_NODE_REBUILD:-}" ] &&
   [ "$(docker image inspect -f '{{index .Config.Labels "beast.swarm-node.layer"}}' "$tag" 2>/dev/null)" = "$layer_hash" ]; then
   echo "$tag exists (cached by tag; SWARM_NODE_REBUILD=1 builds anew)"
@@ -76,7 +76,7 @@ fi
 # with its engine and, on the manager, the registry.
 mkdir -p "$work/ctx"
 cp "$here/swarm-node-entrypoint.sh" "$work/ctx/swarm-node"
-cp "$here/swarm-node-registry.yml" "$work/ctx/registry.yml"
+cp "$here/swarm-node-registry.conf" "$work/ctx/registry.yml"
 cat >"$work/ctx/Dockerfile" <<DOCKERFILE
 FROM $rootfs_tag
 COPY swarm-node /usr/local/bin/swarm-node

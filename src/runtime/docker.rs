@@ -183,6 +183,20 @@ fn address_of(
     (index < addresses.len()).then(|| addresses.swap_remove(index).1)
 }
 
+/// Ulimits as the engine takes them (containers and Swarm tasks alike); `None` for none.
+pub(super) fn engine_ulimits(ulimits: &[Ulimit]) -> Option<Vec<ResourcesUlimits>> {
+    (!ulimits.is_empty()).then(|| {
+        ulimits
+            .iter()
+            .map(|u| ResourcesUlimits {
+                name: Some(u.name.clone()),
+                soft: Some(u.soft),
+                hard: Some(u.hard),
+            })
+            .collect()
+    })
+}
+
 /// A tar holding one file at `path` (relative to `/`), mode 0444, owned by root.
 fn file_archive(path: &str, content: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
@@ -265,16 +279,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         }),
         // Privileged gets every capability from the engine whatever cap_drop says.
         privileged: Some(spec.privileged),
-        ulimits: (!spec.ulimits.is_empty()).then(|| {
-            spec.ulimits
-                .iter()
-                .map(|u| ResourcesUlimits {
-                    name: Some(u.name.clone()),
-                    soft: Some(u.soft),
-                    hard: Some(u.hard),
-                })
-                .collect()
-        }),
+        ulimits: engine_ulimits(&spec.ulimits),
         runtime: spec.runtime.clone(),
         ..Default::default()
     };
@@ -642,19 +647,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>> {
-        let options = LogsOptionsBuilder::new()
-            .stdout(true)
-            .stderr(true)
-            .tail(&tail.to_string())
-            .build();
-        let chunks: Vec<_> = self.docker.logs(id, Some(options)).collect().await;
-        let mut text = String::new();
-        for chunk in chunks {
-            text.push_str(&String::from_utf8_lossy(
-                &chunk.map_err(map_err)?.into_bytes(),
-            ));
-        }
-        Ok(text.lines().map(str::to_string).collect())
+        super::lines_of(self.log_stream(id, tail, false)).await
     }
 
     async fn exec(&self, id: &str, command: &[String]) -> Result<i64> {

@@ -415,6 +415,17 @@ pub struct ImageInfo {
 /// A stream of raw bytes (container output).
 pub type ByteStream = futures::stream::BoxStream<'static, Result<bytes::Bytes>>;
 
+/// The lines of a (finite) output stream.
+pub async fn lines_of(stream: ByteStream) -> Result<Vec<String>> {
+    use futures::StreamExt;
+    let chunks: Vec<_> = stream.collect().await;
+    let mut text = String::new();
+    for chunk in chunks {
+        text.push_str(&String::from_utf8_lossy(&chunk?));
+    }
+    Ok(text.lines().map(str::to_string).collect())
+}
+
 /// A stream of engine events.
 pub type EventStream = futures::stream::BoxStream<'static, Result<EngineEvent>>;
 

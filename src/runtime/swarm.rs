@@ -207,14 +207,7 @@ fn task_events(previous: &Seen, tasks: &[Task], now: i64) -> Vec<EngineEvent> {
             if previous.get(&id) == Some(&state) {
                 return None;
             }
-            let labels: BTreeMap<String, String> = t
-                .spec
-                .as_ref()
-                .and_then(|s| s.container_spec.as_ref())
-                .and_then(|c| c.labels.clone())
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
+            let labels = translate::task_labels(t);
             let failed = matches!(state, TaskState::FAILED | TaskState::REJECTED);
             Some(EngineEvent {
                 action: if failed { "die" } else { "update" }.to_string(),
@@ -360,12 +353,7 @@ impl Runtime for SwarmRuntime {
     }
 
     async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>> {
-        let chunks: Vec<_> = self.log_stream(id, tail, false).collect().await;
-        let mut text = String::new();
-        for chunk in chunks {
-            text.push_str(&String::from_utf8_lossy(&chunk?));
-        }
-        Ok(text.lines().map(str::to_string).collect())
+        super::lines_of(self.log_stream(id, tail, false)).await
     }
 
     async fn exec(&self, id: &str, _command: &[String]) -> Result<i64> {

@@ -7,11 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
     EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit, Mount, MountTmpfsOptions, MountType,
-    NetworkAttachmentConfig, ResourceObject, ResourcesUlimits, Service, ServiceSpec,
-    ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
-    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, Task, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum, TaskState,
+    NetworkAttachmentConfig, ResourceObject, Service, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
+    ServiceSpecUpdateConfigOrderEnum, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement,
+    TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 
 use super::super::{
@@ -109,16 +108,7 @@ pub fn service_spec(
         health_check,
         capability_add: Some(c.cap_add.clone()),
         capability_drop: Some(vec!["ALL".to_string()]),
-        ulimits: (!c.ulimits.is_empty()).then(|| {
-            c.ulimits
-                .iter()
-                .map(|u| ResourcesUlimits {
-                    name: Some(u.name.clone()),
-                    soft: Some(u.soft),
-                    hard: Some(u.hard),
-                })
-                .collect()
-        }),
+        ulimits: super::super::docker::engine_ulimits(&c.ulimits),
         stop_grace_period: Some(2_000_000_000),
         ..Default::default()
     };
@@ -333,14 +323,7 @@ pub fn observed_of(
     service_ports: Vec<PortBinding>,
     nodes: &HashMap<String, String>,
 ) -> Observed {
-    let mut labels: BTreeMap<String, String> = t
-        .spec
-        .as_ref()
-        .and_then(|s| s.container_spec.as_ref())
-        .and_then(|c| c.labels.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    let mut labels = task_labels(t);
     let is_service = labels.contains_key(LABEL_SERVICE);
     if !is_service {
         labels.insert(LABEL_REPLICA.to_string(), slot.to_string());
@@ -375,6 +358,17 @@ pub fn observed_of(
         ip: None,
         node,
     }
+}
+
+/// The labels of a task's container (beast's own, as put on the service's task template).
+pub fn task_labels(t: &Task) -> BTreeMap<String, String> {
+    t.spec
+        .as_ref()
+        .and_then(|s| s.container_spec.as_ref())
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
 }
 
 /// Swarm's task states in the container states the planner and status know.
