@@ -300,6 +300,11 @@ impl<R: Runtime> Reconciler<R> {
             }
         }
         *self.nets() = seen.clone();
+        if self.runtime.schedules_replicas() {
+            // No rules on Swarm (SWARM_EGRESS): they would not reach the nodes, and on this host
+            // they would hit whatever bridge holds the same subnet.
+            return;
+        }
         let Some(mechanism) = self.egress_mechanism() else {
             return;
         };

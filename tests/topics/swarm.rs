@@ -62,6 +62,20 @@ fn a_challenge_runs_as_services_with_nodes_ports_and_names() {
         ]),
         "overlay false"
     );
+
+    // Egress is reported unenforced, and no iptables rule of this instance exists (on this host
+    // it would hit whatever bridge holds the same subnet).
+    let egress = env.condition("web", "EgressPolicy").unwrap();
+    assert_eq!(egress["reason"], "Unenforced", "{egress}");
+    std::thread::sleep(Duration::from_secs(3));
+    let rules = std::process::Command::new("iptables").arg("-S").output();
+    if let Ok(rules) = rules {
+        let mine = format!("beast:{}:", env.instance);
+        assert!(
+            !String::from_utf8_lossy(&rules.stdout).contains(&mine),
+            "egress rules on swarm"
+        );
+    }
 }
 
 #[test]
