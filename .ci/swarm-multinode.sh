@@ -215,7 +215,7 @@ DOCKER_HOST=$manager "$beast" run --runtime swarm --manifests "$work/noreg" --st
 pids+=($!)
 refused() {
   curl -fsS --max-time 5 "http://127.0.0.1:$((api_port + 1))/api/v1/status/challenges" |
-    jq -e '.items[] | select(.name == "built") | .status.conditions[] | select(.type == "Ready" and .status == "False") | .message | test("--registry")'
+    jq -e '.items[] | select(.name == "built") | .status.conditions[] | select(.type == "Ready" and .status == "False" and .reason == "RegistryRequired") | .message | test("--registry")'
 }
 wait_until "the built challenge refused for want of --registry" "$limit" refused
 [ -z "$(mg service ls -q --filter "label=beast.instance=$instance-noreg")" ] || fail "a service was created without a registry"

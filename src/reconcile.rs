@@ -80,6 +80,10 @@ impl ReconcileError {
             ReconcileError::Runtime { source, .. } if source.is_unavailable() => {
                 "EngineUnavailable"
             }
+            ReconcileError::Runtime {
+                source: RuntimeError::Refused { reason, .. },
+                ..
+            } => reason,
             ReconcileError::Runtime { source, .. }
                 if source.to_string().to_ascii_lowercase().contains("runtime") =>
             {

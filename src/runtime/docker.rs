@@ -183,6 +183,17 @@ fn address_of(
     (index < addresses.len()).then(|| addresses.swap_remove(index).1)
 }
 
+/// Both output streams from the last `tail` lines on, followed or not (containers and Swarm
+/// tasks alike).
+pub(super) fn log_options(tail: usize, follow: bool) -> bollard::query_parameters::LogsOptions {
+    LogsOptionsBuilder::new()
+        .stdout(true)
+        .stderr(true)
+        .follow(follow)
+        .tail(&tail.to_string())
+        .build()
+}
+
 /// Ulimits as the engine takes them (containers and Swarm tasks alike); `None` for none.
 pub(super) fn engine_ulimits(ulimits: &[Ulimit]) -> Option<Vec<ResourcesUlimits>> {
     (!ulimits.is_empty()).then(|| {
@@ -634,14 +645,8 @@ impl Runtime for DockerRuntime {
     }
 
     fn log_stream(&self, id: &str, tail: usize, follow: bool) -> ByteStream {
-        let options = LogsOptionsBuilder::new()
-            .stdout(true)
-            .stderr(true)
-            .follow(follow)
-            .tail(&tail.to_string())
-            .build();
         self.docker
-            .logs(id, Some(options))
+            .logs(id, Some(log_options(tail, follow)))
             .map(|chunk| chunk.map(|c| c.into_bytes()).map_err(map_err))
             .boxed()
     }

@@ -440,6 +440,13 @@ pub enum RuntimeError {
     Engine { status: u16, message: String },
     #[error("engine unavailable: {0}")]
     Unavailable(String),
+    /// The runtime cannot do what the spec asks (Swarm and `privileged`, a build without a
+    /// registry to share it): `reason` becomes the condition's reason, `message` says what to do.
+    #[error("{message}")]
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
     /// The build ran and failed; `message` is the engine's (the failing step and its exit code
     /// where the engine says them), `log` the builder's output up to the failure.
     #[error("build failed: {message}")]

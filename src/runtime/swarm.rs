@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use bollard::models::{Task, TaskState};
 use bollard::query_parameters::{
-    ListNodesOptions, ListServicesOptionsBuilder, ListTasksOptionsBuilder, LogsOptionsBuilder,
-    PushImageOptionsBuilder, TagImageOptionsBuilder, UpdateServiceOptionsBuilder,
+    ListNodesOptions, ListServicesOptionsBuilder, ListTasksOptionsBuilder, PushImageOptionsBuilder,
+    TagImageOptionsBuilder, UpdateServiceOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -340,14 +340,8 @@ impl Runtime for SwarmRuntime {
     }
 
     fn log_stream(&self, id: &str, tail: usize, follow: bool) -> ByteStream {
-        let options = LogsOptionsBuilder::new()
-            .stdout(true)
-            .stderr(true)
-            .follow(follow)
-            .tail(&tail.to_string())
-            .build();
         self.docker()
-            .task_logs(id, Some(options))
+            .task_logs(id, Some(super::docker::log_options(tail, follow)))
             .map(|chunk| chunk.map(|c| c.into_bytes()).map_err(map_err))
             .boxed()
     }
@@ -491,8 +485,8 @@ impl Runtime for SwarmRuntime {
         let Some(registry) = &self.settings.registry else {
             let info = self.info().await?;
             if info.nodes > 1 {
-                return Err(RuntimeError::Engine {
-                    status: 422,
+                return Err(RuntimeError::Refused {
+                    reason: "RegistryRequired",
                     message: format!(
                         "{tag} was built on the manager only, and this swarm has {} nodes: run beast with --registry HOST:PORT so every node can pull it",
                         info.nodes

@@ -313,3 +313,32 @@ fn a_teams_instance_runs_as_its_own_services_on_its_own_overlay() {
         .is_empty()
     });
 }
+
+#[test]
+fn what_swarm_cannot_run_is_refused_with_a_clear_reason() {
+    let _swarm = SwarmGuard::join();
+    let mut env = Env::new("swarm-refuse");
+    env.write(
+        "priv.yaml",
+        &manifest(
+            "priv",
+            "  command: [sleep, \"1000\"]\n  security: {privileged: true}\n",
+        ),
+    );
+    env.write("web.yaml", &echo("web", ""));
+    env.start_swarm(&["--allow-privileged"]);
+    env.wait_running("web");
+    env.wait_secs("privileged refused on swarm", 30, |env| {
+        env.condition("priv", "Ready").is_some_and(|c| {
+            c["status"] == "False"
+                && c["reason"] == "NotSupportedOnSwarm"
+                && c["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("privileged"))
+        })
+    });
+    assert!(
+        env.service("priv").is_none(),
+        "a service was created for it"
+    );
+}

@@ -207,8 +207,8 @@ pub fn service_spec(
 }
 
 fn refused(name: &str, why: &str) -> RuntimeError {
-    RuntimeError::Engine {
-        status: 422,
+    RuntimeError::Refused {
+        reason: "NotSupportedOnSwarm",
         message: format!("{name}: {why}"),
     }
 }
@@ -521,7 +521,18 @@ mod tests {
     fn what_swarm_cannot_do_is_refused_by_name() {
         let mut w = workload(Vec::new());
         w.container.privileged = true;
-        let err = service_spec(&w, PublishMode::Host).unwrap_err().to_string();
+        let err = service_spec(&w, PublishMode::Host).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RuntimeError::Refused {
+                    reason: "NotSupportedOnSwarm",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = err.to_string();
         assert!(err.contains("privileged"), "{err}");
         let mut w = workload(Vec::new());
         w.container.runtime = Some("runsc".into());
