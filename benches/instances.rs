@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use beast::runtime::docker::DockerRuntime;
 use beast::runtime::{ContainerSpec, NetworkSpec, PortBinding, Runtime, LABEL_INSTANCE};
-use tokio::io::AsyncReadExt;
 
 const IMAGE: &str = "beast-examples/busybox:1";
 const DEADLINE: Duration = Duration::from_secs(180);
@@ -33,8 +32,8 @@ fn main() {
 
 async fn run() -> Result<(), String> {
     common::build_images()?;
-    let n = env_or("BENCH_N", 20);
-    let m = env_or("BENCH_M", 50);
+    let n = common::env_or("BENCH_N", 20);
+    let m = common::env_or("BENCH_M", 50);
     let floor = floor_run(n).await?;
     let (creates, burst) = beast_run(n, m).await?;
     let (f50, f95) = (pct(&floor, 50), pct(&floor, 95));
@@ -44,8 +43,8 @@ async fn run() -> Result<(), String> {
     println!("beast/floor: p50 {:.2}x, p95 {:.2}x", b50 / f50, b95 / f95);
     println!(
         "{m} teams creating at once: all reachable after {:.0} ms ({:.0} ms per instance)",
-        ms(burst),
-        ms(burst) / m as f64
+        common::ms(burst),
+        common::ms(burst) / m as f64
     );
     Ok(())
 }
@@ -96,7 +95,7 @@ async fn floor_run(n: usize) -> Result<Vec<f64>, String> {
         let id = engine.create(&spec).await.map_err(|e| e.to_string())?;
         engine.start(&id).await.map_err(|e| e.to_string())?;
         wait_answer(*port).await?;
-        out.push(ms(t.elapsed()));
+        out.push(common::ms(t.elapsed()));
     }
     Ok(out)
 }
@@ -141,7 +140,7 @@ async fn beast_run(n: usize, m: usize) -> Result<(Vec<f64>, Duration), String> {
         let t = Instant::now();
         let port = create(&http, &api, &format!("seq-{i}")).await?;
         wait_answer(port).await?;
-        creates.push(ms(t.elapsed()));
+        creates.push(common::ms(t.elapsed()));
     }
     let t = Instant::now();
     let burst = (0..m).map(|i| {
@@ -182,25 +181,13 @@ async fn create(http: &reqwest::Client, api: &str, team: &str) -> Result<u16, St
 
 async fn wait_answer(port: u16) -> Result<(), String> {
     let deadline = Instant::now() + DEADLINE;
-    while !answers(port).await {
+    while !common::answers(port).await {
         if Instant::now() > deadline {
             return Err(format!("port {port} never answered"));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
-}
-
-async fn answers(port: u16) -> bool {
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        let mut buf = [0u8; 8];
-        stream.read(&mut buf).await
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_millis(500), attempt).await,
-        Ok(Ok(read)) if read > 0
-    )
 }
 
 /// Removes an instance's containers, networks and rules when dropped.
@@ -217,15 +204,4 @@ fn pct(samples: &[f64], p: usize) -> f64 {
     v.sort_by(f64::total_cmp);
     let i = ((v.len().saturating_sub(1)) * p + 50) / 100;
     v.get(i).copied().unwrap_or(f64::NAN)
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
