@@ -68,6 +68,19 @@ impl<R: Runtime> Reconciler<R> {
             .clone()
     }
 
+    /// The egress mechanism when beast can enforce `egress: false` with it, else why not. Never
+    /// on Swarm ([`SWARM_EGRESS`]): rules on this host would not reach the nodes, and would hit
+    /// whatever bridge here holds an overlay's subnet.
+    fn usable_egress(&self) -> Result<Arc<Egress>, String> {
+        if self.runtime.schedules_replicas() {
+            return Err(SWARM_EGRESS.to_string());
+        }
+        match self.egress_mechanism() {
+            Some(m) => m.available().map(|()| m),
+            None => Err("egress control is not set up in this process".to_string()),
+        }
+    }
+
     /// Forgets what is known of `challenge`'s network (it may have been removed from outside).
     pub(super) fn forget_network(&self, challenge: &str) {
         self.nets().remove(challenge);
@@ -177,11 +190,7 @@ impl<R: Runtime> Reconciler<R> {
             .egress
             .unwrap_or(self.settings.default_egress);
         let mechanism = self.egress_mechanism();
-        let usable = match &mechanism {
-            _ if self.runtime.schedules_replicas() => Err(SWARM_EGRESS.to_string()),
-            Some(m) => m.available().map(|()| m.clone()),
-            None => Err("egress control is not set up in this process".to_string()),
-        };
+        let usable = self.usable_egress();
         let in_place = self.blocked().get(name).cloned();
         let (ok, reason, message) = match (egress, usable) {
             (true, _) => {
@@ -300,17 +309,9 @@ impl<R: Runtime> Reconciler<R> {
             }
         }
         *self.nets() = seen.clone();
-        if self.runtime.schedules_replicas() {
-            // No rules on Swarm (SWARM_EGRESS): they would not reach the nodes, and on this host
-            // they would hit whatever bridge holds the same subnet.
-            return;
-        }
-        let Some(mechanism) = self.egress_mechanism() else {
+        let Ok(mechanism) = self.usable_egress() else {
             return;
         };
-        if mechanism.available().is_err() {
-            return;
-        }
         let blocked: BTreeMap<String, String> = entries
             .iter()
             .filter_map(|e| {

@@ -156,13 +156,6 @@ pub fn kernel_has_ipvs() -> bool {
         || std::path::Path::new("/sys/module/ip_vs").exists()
 }
 
-/// A name as Swarm takes it: services and overlay networks must be DNS name components, so the
-/// `.` of a per-team instance's key (`{challenge}.{id}`) becomes `_`. Listed objects get their
-/// beast names back from their labels.
-fn engine_name(name: &str) -> String {
-    name.replace('.', "_")
-}
-
 /// `label` filters selecting `instance`'s objects (of one key).
 fn label_filters(instance: &str, key: Option<&str>) -> HashMap<String, Vec<String>> {
     let mut labels = vec![format!("{LABEL_INSTANCE}={instance}")];
@@ -176,20 +169,6 @@ fn unsupported(what: &str) -> RuntimeError {
     RuntimeError::Engine {
         status: 501,
         message: format!("{what}: Swarm runs tasks, not containers beast manages one by one"),
-    }
-}
-
-/// The name a task's replica has in the status (`{instance}_{key}.{slot}`, or the service's
-/// `{instance}_{key}_{service}`), from its labels.
-fn replica_name(labels: &BTreeMap<String, String>, slot: Option<i64>) -> String {
-    let (Some(instance), Some(key)) = (labels.get(LABEL_INSTANCE), super::key_of(labels)) else {
-        return String::new();
-    };
-    let service = labels.get(super::LABEL_SERVICE).map(String::as_str);
-    let name = engine_name(&crate::containers::workload_name(instance, &key, service));
-    match (service, slot) {
-        (None, Some(slot)) => format!("{name}.{slot}"),
-        _ => name,
     }
 }
 
@@ -212,7 +191,7 @@ fn task_events(previous: &Seen, tasks: &[Task], now: i64) -> Vec<EngineEvent> {
             Some(EngineEvent {
                 action: if failed { "die" } else { "update" }.to_string(),
                 container_id: id,
-                name: replica_name(&labels, t.slot),
+                name: translate::replica_name(&labels, t.slot),
                 challenge: super::key_of(&labels),
                 replica: t.slot.and_then(|s| u32::try_from(s).ok()),
                 exit_code: t
@@ -235,19 +214,11 @@ impl Runtime for SwarmRuntime {
         let services = self.services(instance, challenge).await?;
         let tasks = self.tasks(instance, challenge).await?;
         let nodes = self.node_names(&tasks).await?;
-        let mut names = HashMap::new();
-        let mut ports = HashMap::new();
-        for s in &services {
-            let Some(id) = s.id.clone() else { continue };
-            ports.insert(id.clone(), translate::service_ports(s));
-            let name = s
-                .spec
-                .as_ref()
-                .and_then(|s| s.name.clone())
-                .unwrap_or_default();
-            names.insert(id, name);
-        }
-        Ok(translate::replicas(&tasks, &names, &ports, &nodes))
+        let ports: HashMap<String, Vec<_>> = services
+            .iter()
+            .filter_map(|s| Some((s.id.clone()?, translate::service_ports(s))))
+            .collect();
+        Ok(translate::replicas(&tasks, &ports, &nodes))
     }
 
     async fn images(&self) -> Result<ImageIndex> {
@@ -397,7 +368,7 @@ impl Runtime for SwarmRuntime {
     async fn create_network(&self, spec: &NetworkSpec) -> Result<String> {
         // An overlay spans the nodes; not attachable, so no stray container can join it.
         let mut spec = spec.clone();
-        spec.name = engine_name(&spec.name);
+        spec.name = translate::engine_name(&spec.name);
         let created = self
             .docker()
             .create_network(create_network_request(&spec, "overlay"))
@@ -447,8 +418,12 @@ impl Runtime for SwarmRuntime {
         existing: Option<&ObservedWorkload>,
     ) -> Result<String> {
         let mut spec = spec.clone();
-        spec.name = engine_name(&spec.name);
-        spec.container.network = spec.container.network.as_deref().map(engine_name);
+        spec.name = translate::engine_name(&spec.name);
+        spec.container.network = spec
+            .container
+            .network
+            .as_deref()
+            .map(translate::engine_name);
         let body = translate::service_spec(&spec, self.settings.publish)?;
         match existing {
             None => {

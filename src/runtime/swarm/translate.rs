@@ -14,8 +14,8 @@ use bollard::models::{
 };
 
 use super::super::{
-    ContainerState, Observed, ObservedWorkload, PortBinding, RuntimeError, WorkloadSpec,
-    LABEL_REPLICA, LABEL_SERVICE,
+    key_of, ContainerState, Observed, ObservedWorkload, PortBinding, RuntimeError, WorkloadSpec,
+    LABEL_INSTANCE, LABEL_REPLICA, LABEL_SERVICE,
 };
 use crate::model::Protocol;
 
@@ -265,12 +265,33 @@ fn bindings(ports: &[EndpointPortConfig]) -> Vec<PortBinding> {
     out
 }
 
+/// A name as Swarm takes it: services and overlay networks must be DNS name components, so the
+/// `.` of a per-team instance's key (`{challenge}.{id}`) becomes `_`. Listed objects get their
+/// beast names back from their labels.
+pub fn engine_name(name: &str) -> String {
+    name.replace('.', "_")
+}
+
+/// The name a task's replica has in the status (`{instance}_{key}.{slot}`, or the service's
+/// `{instance}_{key}_{service}`, as the engine names the service), from its labels.
+pub fn replica_name(labels: &BTreeMap<String, String>, slot: Option<i64>) -> String {
+    let (Some(instance), Some(key)) = (labels.get(LABEL_INSTANCE), key_of(labels)) else {
+        return String::new();
+    };
+    let service = labels.get(LABEL_SERVICE).map(String::as_str);
+    let name = engine_name(&crate::containers::workload_name(instance, &key, service));
+    match (service, slot) {
+        (None, Some(slot)) => format!("{name}.{slot}"),
+        _ => name,
+    }
+}
+
 /// The current replica of every (service, slot) among `tasks`: the newest task Swarm wants
-/// running, else the newest, as a container would be listed. `service_names` and
-/// `service_ports` come from the service list; `nodes` maps node ids to host names.
+/// running, else the newest, as a container would be listed. `service_ports` has an entry for
+/// every service listed (tasks of others are going with their removed service); `nodes` maps
+/// node ids to host names.
 pub fn replicas(
     tasks: &[Task],
-    service_names: &HashMap<String, String>,
     service_ports: &HashMap<String, Vec<PortBinding>>,
     nodes: &HashMap<String, String>,
 ) -> Vec<Observed> {
@@ -279,7 +300,7 @@ pub fn replicas(
         let (Some(service), Some(_)) = (&t.service_id, &t.id) else {
             continue;
         };
-        if !service_names.contains_key(service) {
+        if !service_ports.contains_key(service) {
             // The service was removed: its tasks are going too.
             continue;
         }
@@ -296,9 +317,8 @@ pub fn replicas(
                 .iter()
                 .find(|t| t.desired_state == Some(TaskState::RUNNING))
                 .or_else(|| tasks.first())?;
-            let name = service_names.get(&service)?;
             let ports = service_ports.get(&service).cloned().unwrap_or_default();
-            Some(observed_of(current, name, slot, ports, nodes))
+            Some(observed_of(current, slot, ports, nodes))
         })
         .collect()
 }
@@ -318,14 +338,13 @@ fn created(t: &Task) -> i128 {
 /// slot for main replicas), its state and the node it was given.
 pub fn observed_of(
     t: &Task,
-    service_name: &str,
     slot: i64,
     service_ports: Vec<PortBinding>,
     nodes: &HashMap<String, String>,
 ) -> Observed {
     let mut labels = task_labels(t);
-    let is_service = labels.contains_key(LABEL_SERVICE);
-    if !is_service {
+    let name = replica_name(&labels, Some(slot));
+    if !labels.contains_key(LABEL_SERVICE) {
         labels.insert(LABEL_REPLICA.to_string(), slot.to_string());
     }
     let status = t.status.clone().unwrap_or_default();
@@ -340,11 +359,6 @@ pub fn observed_of(
         Some(host_mode) if !host_mode.is_empty() => bindings(&host_mode),
         _ if task_state == TaskState::RUNNING => service_ports,
         _ => Vec::new(),
-    };
-    let name = if is_service {
-        service_name.to_string()
-    } else {
-        format!("{service_name}.{slot}")
     };
     Observed {
         id: t.id.clone().unwrap_or_default(),
@@ -568,10 +582,10 @@ mod tests {
             }),
             spec: Some(TaskSpec {
                 container_spec: Some(TaskSpecContainerSpec {
-                    labels: Some(HashMap::from([(
-                        "beast.challenge".to_string(),
-                        "web".to_string(),
-                    )])),
+                    labels: Some(HashMap::from([
+                        ("beast.instance".to_string(), "i".to_string()),
+                        ("beast.challenge".to_string(), "web".to_string()),
+                    ])),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -616,9 +630,9 @@ mod tests {
                 "2026-01-01T00:00:01Z",
             ),
         ];
-        let names = HashMap::from([("s1".to_string(), "i_web".to_string())]);
+        let services = HashMap::from([("s1".to_string(), Vec::new())]);
         let nodes = HashMap::from([("n1".to_string(), "worker1".to_string())]);
-        let replicas = replicas(&tasks, &names, &HashMap::new(), &nodes);
+        let replicas = replicas(&tasks, &services, &nodes);
         assert_eq!(replicas.len(), 2);
         let first = &replicas[0];
         assert_eq!(first.id, "new");
