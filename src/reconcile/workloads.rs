@@ -14,16 +14,11 @@ use crate::runtime::{ObservedWorkload, WorkloadSpec};
 impl<R: Runtime> Reconciler<R> {
     pub(super) async fn reconcile_workloads(&self, name: &str) -> Result<(), ReconcileError> {
         let entry = self.entry(name);
-        let listed = self
+        let (listed, observed) = self
             .runtime
             .workloads(self.instance(), Some(name))
             .await
-            .map_err(rt("list services of", name))?;
-        let observed = self
-            .runtime
-            .list(self.instance(), Some(name))
-            .await
-            .map_err(rt("list tasks of", name))?;
+            .map_err(rt("list services and tasks of", name))?;
         let specs = self.specs_of(name, entry.as_ref(), &observed).await?;
         let challenge = entry.as_ref().and_then(|e| e.spec.clone());
         let redeploy = self.take_redeploy(name);

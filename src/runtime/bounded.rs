@@ -231,7 +231,11 @@ impl<R: Runtime> Runtime for Bounded<R> {
         self.inner.schedules_replicas()
     }
 
-    async fn workloads(&self, instance: &str, key: Option<&str>) -> Result<Vec<ObservedWorkload>> {
+    async fn workloads(
+        &self,
+        instance: &str,
+        key: Option<&str>,
+    ) -> Result<(Vec<ObservedWorkload>, Vec<Observed>)> {
         let _permit = self.permit().await?;
         self.inner.workloads(instance, key).await
     }

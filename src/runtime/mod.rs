@@ -576,13 +576,14 @@ pub trait Runtime: Send + Sync + 'static {
     fn schedules_replicas(&self) -> bool {
         false
     }
-    /// The workloads of `instance`, optionally of one key: ONE list call.
+    /// The workloads of `instance`, optionally of one key, with their current replicas (as
+    /// [`Runtime::list`] gives them): ONE workload list and ONE replica list.
     fn workloads(
         &self,
         _instance: &str,
         _key: Option<&str>,
-    ) -> impl Future<Output = Result<Vec<ObservedWorkload>>> + Send {
-        async { Ok(Vec::new()) }
+    ) -> impl Future<Output = Result<(Vec<ObservedWorkload>, Vec<Observed>)>> + Send {
+        async { Ok((Vec::new(), Vec::new())) }
     }
     /// Creates the workload, or updates `existing` to `spec`; returns its id.
     fn put_workload(

@@ -138,6 +138,24 @@ impl SwarmRuntime {
             .collect())
     }
 
+    /// The services of `instance` (of one key) and their current replicas: one service list
+    /// and one task list (and a node list when a task names a node not seen before).
+    async fn observe(
+        &self,
+        instance: &str,
+        key: Option<&str>,
+    ) -> Result<(Vec<bollard::models::Service>, Vec<Observed>)> {
+        let services = self.services(instance, key).await?;
+        let tasks = self.tasks(instance, key).await?;
+        let nodes = self.node_names(&tasks).await?;
+        let ports: HashMap<String, Vec<_>> = services
+            .iter()
+            .filter_map(|s| Some((s.id.clone()?, translate::service_ports(s))))
+            .collect();
+        let replicas = translate::replicas(&tasks, &ports, &nodes);
+        Ok((services, replicas))
+    }
+
     async fn tasks(&self, instance: &str, key: Option<&str>) -> Result<Vec<Task>> {
         let options = ListTasksOptionsBuilder::new()
             .filters(&label_filters(instance, key))
@@ -211,14 +229,7 @@ impl Runtime for SwarmRuntime {
     }
 
     async fn list(&self, instance: &str, challenge: Option<&str>) -> Result<Vec<Observed>> {
-        let services = self.services(instance, challenge).await?;
-        let tasks = self.tasks(instance, challenge).await?;
-        let nodes = self.node_names(&tasks).await?;
-        let ports: HashMap<String, Vec<_>> = services
-            .iter()
-            .filter_map(|s| Some((s.id.clone()?, translate::service_ports(s))))
-            .collect();
-        Ok(translate::replicas(&tasks, &ports, &nodes))
+        Ok(self.observe(instance, challenge).await?.1)
     }
 
     async fn images(&self) -> Result<ImageIndex> {
@@ -397,10 +408,13 @@ impl Runtime for SwarmRuntime {
         true
     }
 
-    async fn workloads(&self, instance: &str, key: Option<&str>) -> Result<Vec<ObservedWorkload>> {
-        Ok(self
-            .services(instance, key)
-            .await?
+    async fn workloads(
+        &self,
+        instance: &str,
+        key: Option<&str>,
+    ) -> Result<(Vec<ObservedWorkload>, Vec<Observed>)> {
+        let (services, replicas) = self.observe(instance, key).await?;
+        let workloads = services
             .into_iter()
             .map(translate::workload_of)
             .map(|mut w| {
@@ -409,7 +423,8 @@ impl Runtime for SwarmRuntime {
                 }
                 w
             })
-            .collect())
+            .collect();
+        Ok((workloads, replicas))
     }
 
     async fn put_workload(
